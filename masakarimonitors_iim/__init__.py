@@ -1,0 +1,1 @@
+"""Introspective instance monitor for OpenStack Masakari."""

@@ -1,0 +1,1 @@
+"""Everything that touches libvirt lives in this package, and only here."""
