@@ -1,0 +1,1 @@
+"""Delivery of failure notifications: the outbox sender and the drivers."""

@@ -1,0 +1,211 @@
+"""The outbox sender: delivers queued notifications until Masakari has them.
+
+It runs in its own thread so a slow or unreachable Masakari never delays a
+probe round, and it reads its work from the journal database, so whatever
+was pending when the process died is delivered after the restart.
+
+Unlike upstream masakari-monitors, which marks a notification sent after
+``retry_max`` failed attempts and so silently loses it, this sender never
+gives up on a retryable failure: ``retry_max`` only decides when the
+operator is told, once, that delivery is overdue. Only Masakari refusing
+the notification itself (a 4xx that retrying cannot fix) ends in a dead
+letter, which stays in the database and in status output.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+import random
+import threading
+import time
+
+from oslo_log import log as logging
+
+from masakarimonitors_iim.journal.store import JournalStore
+from masakarimonitors_iim.journal.store import OutboxEntry
+from masakarimonitors_iim.notifier.base import DeliveryOutcome
+from masakarimonitors_iim.notifier.base import DeliveryStatus
+from masakarimonitors_iim.notifier.base import Notifier
+
+LOG = logging.getLogger(__name__)
+
+#: Longest idle wait between outbox scans when nothing wakes the sender;
+#: a safety net, since save() callers are expected to call wake().
+POLL_INTERVAL = 1.0
+
+#: Entries fetched per scan; more are picked up on the next scan.
+BATCH = 50
+
+#: Longest error text kept in the outbox row.
+MAX_DETAIL = 1000
+
+
+def next_delay(attempt: int, retry_interval: float, max_backoff: float,
+               rng: Callable[[], float] = random.random) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (1-based).
+
+    Exponential (``retry_interval * 2**(attempt-1)``) so a Masakari outage
+    is not hammered by every host at once, capped at ``max_backoff`` so a
+    recovered Masakari is reached again within minutes, and scaled by a
+    jitter in [0.5, 1.0] so hosts that failed together do not retry in
+    lockstep.
+    """
+    if retry_interval <= 0 or max_backoff <= 0:
+        raise ValueError("retry_interval and max_backoff must be > 0")
+    exponent = min(max(attempt, 1) - 1, 62)   # 2**62 s is beyond any cap
+    base = min(retry_interval * (2 ** exponent), max_backoff)
+    return base * (0.5 + 0.5 * rng())
+
+
+def _one_line(text: str) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= MAX_DETAIL else line[:MAX_DETAIL - 3] + "..."
+
+
+class Sender:
+    """Owns the delivery thread; everything else only calls :meth:`wake`."""
+
+    def __init__(self, store: JournalStore, notifier: Notifier, *,
+                 retry_interval: float, retry_max: int,
+                 max_backoff: float = 300,
+                 clock: Callable[[], float] = time.time,
+                 rng: Callable[[], float] = random.random,
+                 poll_interval: float = POLL_INTERVAL) -> None:
+        if retry_interval <= 0 or max_backoff <= 0 or poll_interval <= 0:
+            raise ValueError(
+                "retry_interval, max_backoff and poll_interval must be > 0")
+        self.store = store
+        self.notifier = notifier
+        self.retry_interval = float(retry_interval)
+        self.retry_max = max(int(retry_max), 1)
+        self.max_backoff = float(max_backoff)
+        self.poll_interval = float(poll_interval)
+        self._clock = clock
+        self._rng = rng
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop_error: str | None = None
+        self._raise_logged: set[int] = set()
+
+    # -- thread control ----------------------------------------------------
+
+    def start(self) -> None:
+        """Start delivering; pending rows left by an earlier run go first."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stopping.clear()
+        self._wake.set()   # scan at once: there may be leftovers from before
+        self._thread = threading.Thread(target=self._run, name="iim-sender",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Ask the thread to finish; return whether it did within ``timeout``.
+
+        An attempt in flight is bounded by the notifier's own request
+        timeout; if it outlives ``timeout`` the daemon thread is abandoned
+        and the entry, still pending in the database, is retried next start.
+        """
+        self._stopping.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is None:
+            return True
+        thread.join(timeout)
+        if thread.is_alive():
+            LOG.warning("notification sender did not stop within %.1fs; "
+                        "an undelivered entry stays pending for the next "
+                        "start", timeout)
+            return False
+        self._thread = None
+        return True
+
+    def wake(self) -> None:
+        """A new outbox row was committed: deliver it now, not at the next poll."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                delay = self.run_once()
+                if self._loop_error is not None:
+                    LOG.info("notification sender working again")
+                    self._loop_error = None
+            except Exception as e:
+                # Log a failing loop once per distinct error, not every poll.
+                text = _one_line("%s: %s" % (type(e).__name__, e))
+                if text != self._loop_error:
+                    LOG.exception("notification sender iteration failed, "
+                                  "will keep trying: %s", text)
+                    self._loop_error = text
+                delay = self.poll_interval
+            self._wake.wait(delay)
+            self._wake.clear()
+
+    # -- one scan ------------------------------------------------------------
+
+    def run_once(self) -> float:
+        """Deliver every due entry once; return seconds until the next scan.
+
+        Public so tests (and a one-shot "flush" command) can drive the
+        sender without its thread.
+        """
+        for entry in self.store.due(self._clock(), BATCH):
+            if self._stopping.is_set():
+                return 0.0
+            self._deliver(entry)
+        pending = self.store.pending()
+        if not pending:
+            return self.poll_interval
+        until = pending[0].next_attempt_at - self._clock()
+        return min(self.poll_interval, max(until, 0.0))
+
+    def _attempt(self, entry: OutboxEntry) -> DeliveryOutcome:
+        try:
+            return self.notifier.send(entry.notification)
+        except Exception as e:
+            # The driver broke its no-raise contract: a bug, but the
+            # notification is still owed, so treat it as retryable.
+            text = _one_line("notifier %s raised %s: %s"
+                             % (self.notifier.name or type(self.notifier).__name__,
+                                type(e).__name__, e))
+            if entry.id not in self._raise_logged:
+                self._raise_logged.add(entry.id)
+                LOG.exception("notification for %s: %s",
+                              entry.notification.instance_uuid, text)
+            return DeliveryOutcome(DeliveryStatus.RETRY, text)
+
+    def _deliver(self, entry: OutboxEntry) -> None:
+        n = entry.notification
+        outcome = self._attempt(entry)
+        attempts = entry.attempts + 1
+        now = self._clock()
+        detail = _one_line(outcome.detail)
+        if outcome.status is DeliveryStatus.DELIVERED:
+            self.store.mark_delivered(entry.id, now, detail)
+            self._raise_logged.discard(entry.id)
+            LOG.info("notification for %s (episode %d) delivered after %d "
+                     "attempt(s)%s", n.instance_uuid, entry.episode, attempts,
+                     ": " + detail if detail else "")
+        elif outcome.status is DeliveryStatus.REJECTED:
+            self.store.mark_dead(entry.id, detail, now)
+            self._raise_logged.discard(entry.id)
+            LOG.error("notification for %s (episode %d) rejected by "
+                      "Masakari, not retrying; kept as a dead letter: %s",
+                      n.instance_uuid, entry.episode, detail)
+        else:
+            delay = next_delay(attempts, self.retry_interval,
+                               self.max_backoff, self._rng)
+            self.store.mark_retry(entry.id, attempts, now + delay, detail)
+            if attempts == self.retry_max:
+                LOG.error("notification for %s still undelivered after %d "
+                          "attempts, will keep retrying every %gs at most: "
+                          "%s", n.instance_uuid, attempts, self.max_backoff,
+                          detail)
+            elif attempts == 1:
+                LOG.warning("notification for %s not delivered, retrying in "
+                            "%.1fs: %s", n.instance_uuid, delay, detail)
+            else:
+                LOG.debug("notification for %s attempt %d failed, retrying "
+                          "in %.1fs: %s", n.instance_uuid, attempts, delay,
+                          detail)
