@@ -1,0 +1,1 @@
+"""Probes: each module is one way of asking a guest whether it is well."""

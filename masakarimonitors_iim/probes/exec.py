@@ -1,0 +1,385 @@
+"""exec: run an operator-written check command inside the guest.
+
+The command is started with guest-exec as an argv list (no shell unless
+the operator writes one, e.g. ``["/bin/sh", "-c", "..."]``) and followed
+with guest-exec-status until it exits or its deadline passes. It is
+judged by its exit code and, optionally, a regular expression searched
+in the first ``max_output`` bytes of its stdout.
+
+Decisions worth knowing:
+
+* Deadline: ``timeout`` (seconds) if given, else the round's timeout
+  minus a reserve of min(1 s, 20 %) kept for the kill. A command still
+  running at its deadline is killed in the guest with ``kill_command``
+  (its pid appended) and the round is FAILED: the check hung.
+* A ``timeout`` longer than the round's is allowed: the command keeps
+  running across rounds, rounds in between report UNKNOWN ("still
+  running"), and the result is judged when it exits. Nothing new is
+  started while a command is pending, so checks never pile up in the
+  guest, not even when its status cannot be read.
+* Only watched time counts against ``timeout``: the time between two
+  status replies in the same round. Time between rounds is not counted,
+  so a paused domain, an absent agent or a stalled monitor can never get
+  a command killed for time the guest was frozen, and every round still
+  brings a hung command closer to its kill. A command spanning rounds
+  therefore gets somewhat more wall-clock time than ``timeout``.
+* Output is captured only when ``stdout_regex`` is set (qemu-ga returns
+  up to 16 MB a stream otherwise); what is kept is capped at
+  ``max_output`` bytes and sanitised before it reaches a log or a reason.
+* guest-exec blocked by the guest's agent policy is UNKNOWN, never
+  FAILED. guest-exec refused for another reason (program missing,
+  permission denied) is UNKNOWN by default, because restarting the VM
+  cannot fix a check that cannot start; ``on_spawn_error: failed``
+  makes it FAILED for operators who know the program is always there
+  (then a failure to start means a broken guest filesystem).
+* Kill safety: a pid is only killed right after guest-exec-status said
+  it has not exited; qemu-ga reaps its children, so killing a pid it
+  already reported as exited could hit an unrelated process reusing it.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import logging
+import re
+import threading
+from typing import Any, Mapping
+
+from masakarimonitors_iim.hypervisor.types import AgentChannel, AgentError, ErrorKind
+from masakarimonitors_iim.probes import _params, capabilities
+from masakarimonitors_iim.probes.base import (
+    CLEANUP_CALL_TIMEOUT,
+    Deadline,
+    Probe,
+    ProbeConfigError,
+    sanitize,
+)
+from masakarimonitors_iim.verdict import ProbeResult
+
+LOG = logging.getLogger(__name__)
+
+NAME = "exec"
+KNOWN = {"command", "timeout", "expect_exit", "stdout_regex", "max_output",
+         "kill_command", "on_spawn_error"}
+DEFAULT_KILL = ["/bin/kill", "-KILL"]
+EXAMPLE = "['/usr/local/bin/check-app', '--quick']"
+
+POLL_FIRST = 0.05   # first guest-exec-status poll after this many seconds
+POLL_MAX = 0.5      # then doubling up to this
+MAX_ORPHANS = 16    # kill helpers still to reap with guest-exec-status
+MAX_REGEX_CHARS = 1000
+
+
+@dataclasses.dataclass
+class _Pending:
+    """A command started in the guest and not yet reaped."""
+
+    pid: int
+    started: float              # host monotonic time it was started
+    allowance: float            # seconds of watched time it may run
+    watched: float = 0.0        # seconds we have seen it running
+    last_seen: float | None = None  # last status reply this round (None: none yet)
+    kills: int = 0              # kill attempts; >0 means its FAILED was reported
+
+
+class ExecProbe(Probe):
+    name = NAME
+
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        super().__init__(params)
+        p = self.params
+        _params.reject_unknown(NAME, p, KNOWN)
+        self.command = _params.argv(NAME, p, "command", None, EXAMPLE)
+        self.timeout = _params.number(NAME, p, "timeout", None, 0.1, 3600)
+        self.expect_exit = _exit_codes(p.get("expect_exit", 0))
+        self.stdout_regex = _regex(p.get("stdout_regex"))
+        self.max_output = _params.integer(NAME, p, "max_output", 4096, 1, 1024 * 1024)
+        self.kill_command = _params.argv(NAME, p, "kill_command", DEFAULT_KILL,
+                                         "['/bin/kill', '-KILL']")
+        self.on_spawn_error = _params.choice(NAME, p, "on_spawn_error", "unknown",
+                                             ("unknown", "failed"))
+        self._shown = sanitize(" ".join(self.command), 80)
+        self._pending: _Pending | None = None
+        self._orphans: list[int] = []
+        # close() may come from another thread while a round runs; the
+        # round then does the clean-up when it ends (see close()).
+        self._lock = threading.Lock()
+        self._closed = False
+        self._close_agent: AgentChannel | None = None
+        self._cleaned = False
+
+    def required_commands(self) -> set[str]:
+        return {"guest-exec", "guest-exec-status"}
+
+    def run(self, agent: AgentChannel, timeout: float) -> ProbeResult:
+        try:
+            with self._lock:
+                if self._closed:
+                    return ProbeResult.unknown("probe closed")
+                deadline = Deadline(timeout, self._clock)
+                reserve = min(CLEANUP_CALL_TIMEOUT, 0.2 * timeout)
+                result = self._round(agent, deadline, reserve)
+                self._reap_orphans(agent, deadline)
+                return result
+        finally:
+            self._cleanup_if_closed()
+
+    def close(self, agent: AgentChannel | None) -> None:
+        """Kill a command still running (after checking it still is) and
+        reap what we can; the probe is not used again.
+
+        Never waits for a round in flight on another thread: that round
+        does the clean-up when it ends. Flag first, then try the lock, in
+        both places, so one of the two always gets to clean up.
+        """
+        self._close_agent = agent
+        self._closed = True
+        self._cleanup_if_closed()
+
+    def _cleanup_if_closed(self) -> None:
+        if self._closed and self._lock.acquire(blocking=False):
+            try:
+                self._cleanup()
+            finally:
+                self._lock.release()
+
+    def _cleanup(self) -> None:
+        """Called with the lock held, at most once."""
+        if self._cleaned:
+            return
+        self._cleaned = True
+        agent = self._close_agent
+        pending, self._pending = self._pending, None
+        if agent is not None and pending is not None:
+            try:
+                status = agent.command("guest-exec-status", {"pid": pending.pid},
+                                       CLEANUP_CALL_TIMEOUT)
+                if isinstance(status, dict) and status.get("exited") is False:
+                    self._issue_kill(agent, pending.pid, CLEANUP_CALL_TIMEOUT)
+            except AgentError as err:
+                LOG.info("exec probe close: could not stop pid %d: %s",
+                         pending.pid, sanitize(str(err)))
+        if agent is not None:
+            self._reap_orphans(agent, Deadline(CLEANUP_CALL_TIMEOUT, self._clock))
+        self._orphans.clear()
+
+    # -- one round ---------------------------------------------------------
+
+    def _round(self, agent: AgentChannel, deadline: Deadline, reserve: float) -> ProbeResult:
+        if self._pending is not None:
+            self._pending.last_seen = None   # the gap since last round is not watched
+            result = self._follow(agent, deadline, reserve)
+            if result is not None:
+                return result
+            # The previous command is gone (already judged, or unknown to
+            # the agent): start a fresh one.
+        result = self._spawn(agent, deadline, reserve)
+        if result is not None:
+            return result
+        result = self._follow(agent, deadline, reserve)
+        if result is None:
+            return ProbeResult.unknown("check command %s vanished right after it was started"
+                                       % self._shown)
+        return result
+
+    def _spawn(self, agent: AgentChannel, deadline: Deadline,
+               reserve: float) -> ProbeResult | None:
+        """Start the command; a result only when it could not start."""
+        args = {"path": self.command[0], "arg": self.command[1:],
+                "capture-output": self.stdout_regex is not None}
+        try:
+            reply = agent.command("guest-exec", args, deadline.call_timeout())
+        except AgentError as err:
+            if capabilities.is_blocked_error(err):
+                return ProbeResult.unknown(
+                    capabilities.runtime_blocked_reason(NAME, "guest-exec", err))
+            if err.kind is ErrorKind.COMMAND_FAILED:
+                reason = "cannot start check command %s: %s" % (self._shown,
+                                                                 sanitize(err.message))
+                if self.on_spawn_error == "failed":
+                    return ProbeResult.failed(reason)
+                return ProbeResult.unknown(reason)
+            raise
+        pid = _pid(reply)
+        if pid is None:
+            return ProbeResult.unknown("malformed guest-exec reply: %s" % sanitize(repr(reply)))
+        now = self._clock()
+        if self.timeout is not None:
+            allowance = self.timeout
+        else:
+            allowance = max(0.0, deadline.end - reserve - now)
+        self._pending = _Pending(pid=pid, started=now, allowance=allowance, last_seen=now)
+        return None
+
+    def _follow(self, agent: AgentChannel, deadline: Deadline,
+                reserve: float) -> ProbeResult | None:
+        """Poll the pending command until it exits, its deadline passes or
+        the round's budget runs out. None: nothing to report about it."""
+        p = self._pending
+        assert p is not None
+        delay = POLL_FIRST
+        while True:
+            try:
+                status = agent.command("guest-exec-status", {"pid": p.pid},
+                                       deadline.call_timeout())
+            except AgentError as err:
+                if capabilities.is_blocked_error(err):
+                    # Keep the pid: starting commands we cannot follow
+                    # would pile them up in the guest.
+                    return ProbeResult.unknown(
+                        capabilities.runtime_blocked_reason(NAME, "guest-exec-status", err))
+                if err.kind is ErrorKind.COMMAND_FAILED:
+                    # qemu-ga restarted or the guest rebooted: the pid is
+                    # no longer one of its children.
+                    LOG.info("guest agent no longer knows check pid %d: %s",
+                             p.pid, sanitize(err.message))
+                    self._pending = None
+                    return None
+                raise
+            if not isinstance(status, dict) or not isinstance(status.get("exited"), bool):
+                return ProbeResult.unknown("malformed guest-exec-status reply: %s"
+                                           % sanitize(repr(status)))
+            now = self._clock()
+            if status["exited"]:
+                self._pending = None
+                if p.kills:
+                    return None
+                return self._judge(status, now - p.started)
+            if p.kills:
+                return self._kill(agent, p, deadline, now)
+            if p.last_seen is not None:
+                p.watched += now - p.last_seen
+            p.last_seen = now
+            left = p.allowance - p.watched
+            if left <= 1e-6:
+                return self._kill(agent, p, deadline, now)
+            room = deadline.remaining() - reserve
+            if room <= 1e-6:
+                return ProbeResult.unknown(
+                    "check command %s still running after %.1f s (allowed %.1f s); "
+                    "judged in a later round" % (self._shown, p.watched, p.allowance))
+            self._sleep(min(delay, room, left))
+            delay = min(delay * 2, POLL_MAX)
+
+    def _kill(self, agent: AgentChannel, p: _Pending, deadline: Deadline,
+              now: float) -> ProbeResult:
+        again = p.kills > 0
+        p.kills += 1
+        try:
+            self._issue_kill(agent, p.pid, deadline.call_timeout(floor=0.5))
+            note = "kill issued (%s %d)" % (sanitize(" ".join(self.kill_command), 60), p.pid)
+        except AgentError as err:
+            note = "kill failed: %s" % sanitize(str(err))
+        if again:
+            return ProbeResult.failed("check command %s (pid %d) still running %.0f s after "
+                                      "it was started despite %d earlier kill(s); %s"
+                                      % (self._shown, p.pid, now - p.started, p.kills - 1,
+                                         note))
+        return ProbeResult.failed("check command %s did not finish within %.1f s; %s"
+                                  % (self._shown, p.allowance, note))
+
+    def _issue_kill(self, agent: AgentChannel, pid: int, timeout: float) -> None:
+        argv = self.kill_command + [str(pid)]
+        reply = agent.command("guest-exec", {"path": argv[0], "arg": argv[1:]}, timeout)
+        kill_pid = _pid(reply)
+        if kill_pid is not None and len(self._orphans) < MAX_ORPHANS:
+            self._orphans.append(kill_pid)
+
+    def _reap_orphans(self, agent: AgentChannel, deadline: Deadline) -> None:
+        """Collect kill helpers' exit status, or qemu-ga keeps their
+        records forever. Best effort, only with time left in the round."""
+        while self._orphans and deadline.remaining() > 0:
+            pid = self._orphans[0]
+            try:
+                status = agent.command("guest-exec-status", {"pid": pid},
+                                       deadline.call_timeout())
+            except AgentError as err:
+                if err.kind is not ErrorKind.COMMAND_FAILED \
+                        and not capabilities.is_blocked_error(err):
+                    return  # agent trouble: try again another round
+            else:
+                if not (isinstance(status, dict) and status.get("exited") is True):
+                    return  # still running: try again another round
+            self._orphans.pop(0)
+
+    # -- judging -----------------------------------------------------------
+
+    def _judge(self, status: dict, elapsed: float) -> ProbeResult:
+        signal = status.get("signal")
+        code = status.get("exitcode")
+        stdout, cut = self._output(status, "out-data", "out-truncated")
+        stderr, _ = self._output(status, "err-data", "err-truncated")
+        detail = "; stderr: %r" % sanitize(stderr, 120) if stderr.strip() else ""
+        if _is_int(signal):
+            return ProbeResult.failed("check command %s was terminated by signal %d%s"
+                                      % (self._shown, signal, detail))
+        if not _is_int(code):
+            return ProbeResult.unknown("check command %s exited without an exit code"
+                                       % self._shown)
+        if code not in self.expect_exit:
+            return ProbeResult.failed("check command %s exited with %d, expected %s%s"
+                                      % (self._shown, code, _codes_text(self.expect_exit),
+                                         detail))
+        if self.stdout_regex is not None and not self.stdout_regex.search(stdout):
+            shown = sanitize(stdout, 120) + (" (output capped)" if cut else "")
+            return ProbeResult.failed("check command %s output does not match %r: %r"
+                                      % (self._shown, self.stdout_regex.pattern, shown))
+        LOG.debug("check command %s passed in %.2f s", self._shown, elapsed)
+        return ProbeResult.healthy()
+
+    def _output(self, status: dict, data_key: str, cut_key: str) -> tuple[str, bool]:
+        """Decode at most ``max_output`` bytes of a captured stream.
+
+        The base64 text is sliced before decoding, so a huge reply never
+        becomes a huge bytes object here.
+        """
+        raw = status.get(data_key)
+        if not isinstance(raw, str):
+            return "", False
+        chars = 4 * ((self.max_output + 2) // 3)
+        cut = len(raw) > chars or status.get(cut_key) is True
+        try:
+            data = base64.b64decode(raw[:chars], validate=True)
+        except (binascii.Error, ValueError):
+            return "", False
+        if len(data) > self.max_output:
+            cut = True
+        return data[:self.max_output].decode("utf-8", "replace"), cut
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _pid(reply: object) -> int | None:
+    pid = reply.get("pid") if isinstance(reply, dict) else None
+    return pid if _is_int(pid) and pid > 0 else None
+
+
+def _exit_codes(value: object) -> frozenset[int]:
+    codes = value if isinstance(value, (list, tuple)) else [value]
+    if not codes:
+        raise _params.fail(NAME, "expect_exit", "must not be an empty list")
+    for code in codes:
+        if not _is_int(code) or not 0 <= code <= 255:
+            raise _params.fail(NAME, "expect_exit", "must be an exit code 0-255 or a list "
+                               "of them, got %r" % (value,))
+    return frozenset(codes)
+
+
+def _codes_text(codes: frozenset[int]) -> str:
+    return " or ".join(str(c) for c in sorted(codes))
+
+
+def _regex(value: object) -> re.Pattern[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_REGEX_CHARS:
+        raise _params.fail(NAME, "stdout_regex", "must be a non-empty string of at most "
+                           "%d characters" % MAX_REGEX_CHARS)
+    try:
+        return re.compile(value)
+    except re.error as err:
+        raise ProbeConfigError("probe %r parameter 'stdout_regex': invalid regular "
+                               "expression (%s); fix the pattern" % (NAME, err)) from None
