@@ -1,0 +1,63 @@
+"""What the monitor is doing, for an operator: written by the monitor,
+read by ``masakari-iim status``. Reading never writes anything back."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from masakarimonitors_iim.journal.store import JournalStore
+
+STATUS_NAME = "iim-status.json"
+
+
+def status_path(journal_path: str) -> str:
+    """The snapshot lives beside the journal, so one directory holds all
+    the monitor's state."""
+    return os.path.join(os.path.dirname(os.path.abspath(journal_path)), STATUS_NAME)
+
+
+def write_snapshot(path: str, snapshot: dict[str, Any]) -> None:
+    """Atomic replace, so a reader never sees half a file."""
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(snapshot, fh, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def read_snapshot(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def render(journal_path: str) -> str:
+    """Plain text an operator can read at a glance."""
+    if not os.path.exists(journal_path):
+        return "no journal at %s: the monitor has not run with this configuration" % journal_path
+    snap = read_snapshot(status_path(journal_path)) or {}
+    with JournalStore(journal_path) as store:
+        records = store.all()
+        outbox = store.outbox_rows()
+    monitored = snap.get("monitored", {})
+    row = "%-36s  %-16s  %-11s  %-8s  %s"
+    lines = ["host %s, status written %s" % (snap.get("host", "?"),
+                                            snap.get("written_at", "never")),
+             "", row % ("DOMAIN", "NAME", "JOURNAL", "VERDICT", "REASON")]
+    for rec in records:
+        live = monitored.get(rec.uuid, {})
+        verdict = live.get("last_verdict") or (rec.last_verdict.value if rec.last_verdict else "-")
+        reason = live.get("capability") or live.get("last_reason") or rec.last_reason
+        lines.append(row % (rec.uuid, rec.name[:16], rec.state.value, verdict, reason))
+    for uuid, why in sorted(snap.get("unmonitored", {}).items()):
+        lines.append(row % (uuid, "", "UNMONITORED", "-", why))
+    lines += ["", "notifications:"]
+    if not outbox:
+        lines.append("  none")
+    for e in outbox:
+        lines.append("  #%d %s episode %d generated %s: %s after %d attempt(s)%s" % (
+            e.id, e.notification.instance_uuid, e.episode, e.notification.generated_time,
+            e.status, e.attempts, "; last error: %s" % e.last_error if e.last_error else ""))
+    return "\n".join(lines)

@@ -1,0 +1,52 @@
+"""A fixed set of daemon worker threads fed from a queue.
+
+Not concurrent.futures: its workers are joined at interpreter exit, so a
+probe stuck in a guest call could hold up a SIGTERM. Daemon threads let
+the monitor stop within its deadline; every probe call is bounded by its
+own timeout anyway.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Callable
+
+from oslo_log import log as logging
+
+LOG = logging.getLogger(__name__)
+
+
+class WorkerPool:
+    def __init__(self, size: int, name: str = "probe") -> None:
+        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._threads = [threading.Thread(target=self._work, name="%s-%d" % (name, i),
+                                          daemon=True)
+                         for i in range(size)]
+        self._stopping = threading.Event()
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        self._queue.put(job)
+
+    def stop(self, timeout: float) -> None:
+        """Stop taking jobs and wait up to ``timeout`` for running ones."""
+        self._stopping.set()
+        for _ in self._threads:
+            self._queue.put(None)
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None or self._stopping.is_set():
+                return
+            try:
+                job()
+            except Exception:  # a job must never kill its worker
+                LOG.exception("probe job failed")

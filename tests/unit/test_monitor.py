@@ -1,0 +1,352 @@
+"""The scheduling loop, with a fake at the hypervisor boundary and the
+real journal, outbox and sender behind it."""
+import threading
+import time
+
+import pytest
+from oslo_config import cfg
+
+from masakarimonitors_iim import conf as iim_conf
+from masakarimonitors_iim.hypervisor.types import (
+    AgentError, DomainInfo, DomainState, ErrorKind, EventKind, HypervisorUnavailable,
+    LifecycleEvent)
+from masakarimonitors_iim.journal.machine import State
+from masakarimonitors_iim.journal.store import JournalStore
+from masakarimonitors_iim.monitor import Monitor
+from masakarimonitors_iim.notifier.base import DeliveryOutcome, DeliveryStatus, Notifier
+from masakarimonitors_iim.workers import WorkerPool
+
+A = "11111111-1111-1111-1111-111111111111"
+B = "22222222-2222-2222-2222-222222222222"
+NOAGENT = "33333333-3333-3333-3333-333333333333"
+
+
+class FakeAgent:
+    def __init__(self, hv, uuid):
+        self.hv = hv
+        self.domain_uuid = uuid
+
+    def command(self, name, arguments=None, timeout=2.0):
+        self.hv.calls.append((self.domain_uuid, name))
+        if not self.hv.up:
+            raise AgentError(ErrorKind.CONNECTION_LOST, "client socket is closed")
+        behaviour = self.hv.behaviour.get(self.domain_uuid, "ok")
+        if name == "guest-info":
+            return {"version": "7.2", "supported_commands": [
+                {"name": "guest-ping", "enabled": True, "success-response": True}]}
+        if callable(behaviour):
+            return behaviour()
+        if behaviour == "ok":
+            return {}
+        raise AgentError(behaviour, "fake %s" % behaviour.value, code=86, domain=10)
+
+
+class FakeHypervisor:
+    """Stands in for hypervisor.connection.Hypervisor (the libvirt edge)."""
+
+    def __init__(self):
+        self.domains = {}
+        self.states = {}
+        self.behaviour = {}
+        self.calls = []
+        self.prepared = []
+        self.up = True
+
+    def add(self, uuid, name, has_agent=True):
+        self.domains[uuid] = DomainInfo(uuid=uuid, name=name, state=DomainState.RUNNING,
+                                        has_agent=has_agent)
+        self.states[uuid] = DomainState.RUNNING
+
+    def start(self):
+        pass
+
+    def stop(self, timeout=2.0):
+        pass
+
+    def wait_connected(self, timeout):
+        return self.up
+
+    def list_running_domains(self):
+        if not self.up:
+            raise HypervisorUnavailable("libvirtd is down")
+        return [d for u, d in self.domains.items() if self.states[u] is DomainState.RUNNING]
+
+    def domain_state(self, uuid):
+        if not self.up:
+            raise HypervisorUnavailable("libvirtd is down")
+        return self.states.get(uuid, DomainState.GONE)
+
+    def prepare_agent(self, uuid, timeout):
+        self.prepared.append((uuid, timeout))
+
+    def agent(self, uuid):
+        return FakeAgent(self, uuid)
+
+
+class RecordingNotifier(Notifier):
+    name = "recording"
+
+    def __init__(self):
+        self.sent = []
+        self.answer = DeliveryStatus.DELIVERED
+
+    def send(self, notification):
+        self.sent.append(notification)
+        return DeliveryOutcome(self.answer, "fake")
+
+
+class InlinePool:
+    def start(self):
+        pass
+
+    def stop(self, timeout):
+        pass
+
+    def submit(self, job):
+        job()
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+@pytest.fixture
+def conf(tmp_path):
+    c = cfg.ConfigOpts()
+    iim_conf.register_opts(c)
+    c([], project="masakarimonitors", default_config_files=[])
+    c.set_override("hostname", "compute-1")
+    c.set_override("journal_path", str(tmp_path / "journal.sqlite"),
+                   group="introspectiveinstancemonitor")
+    c.set_override("guest_monitoring_failure_threshold", 3,
+                   group="introspectiveinstancemonitor")
+    return c
+
+
+class Rig:
+    def __init__(self, conf, pool=None):
+        self.conf = conf
+        self.hv = FakeHypervisor()
+        self.notifier = RecordingNotifier()
+        self.clock = Clock()
+        self.pool = pool or InlinePool()
+        self.open()
+
+    def open(self):
+        self.store = JournalStore(self.conf.introspectiveinstancemonitor.journal_path)
+        self.mon = Monitor(self.conf, hypervisor=self.hv, store=self.store,
+                           notifier=self.notifier, pool=self.pool, clock=self.clock,
+                           wall=time.time)
+        self.mon.recover_journal()
+
+    def rounds(self, n):
+        """n probe rounds, each one interval apart, then deliver."""
+        for _ in range(n):
+            self.mon.step(wait=False)
+            self.mon.step(wait=False)   # apply the results the jobs posted
+            self.clock.t += 10.0
+        self.deliver()
+
+    def deliver(self):
+        self.mon._sender.run_once()
+
+    def state(self, uuid):
+        return self.store.get(uuid).state
+
+
+def test_threshold_failures_give_exactly_one_notification(conf):
+    rig = Rig(conf)
+    rig.hv.add(A, "vm-a")
+    rig.rounds(2)
+    assert rig.state(A) is State.HEALTHY
+    rig.hv.behaviour[A] = ErrorKind.AGENT_TIMEOUT
+    rig.rounds(2)
+    assert rig.state(A) is State.FAILING
+    assert rig.notifier.sent == []
+    rig.rounds(5)
+    assert rig.state(A) is State.REPORTED
+    assert len(rig.notifier.sent) == 1
+    n = rig.notifier.sent[0]
+    assert n.payload() == {"event": "LIFECYCLE", "instance_uuid": A,
+                           "vir_domain_event": "STOPPED_FAILED"}
+    assert (n.type, n.hostname) == ("VM", "compute-1")
+
+
+def test_agent_timeout_is_set_on_the_domain(conf):
+    rig = Rig(conf)
+    rig.hv.add(A, "vm-a")
+    rig.rounds(1)
+    assert (A, 2.0) in rig.hv.prepared
+
+
+def test_domain_without_agent_is_unmonitored_and_never_probed(conf):
+    rig = Rig(conf)
+    rig.hv.add(NOAGENT, "plain", has_agent=False)
+    rig.rounds(5)
+    assert rig.store.get(NOAGENT) is None
+    assert all(u != NOAGENT for u, _ in rig.hv.calls)
+    assert rig.mon.snapshot()["unmonitored"] == {NOAGENT: "no guest agent channel"}
+
+
+@pytest.mark.parametrize("state", [DomainState.PAUSED, DomainState.MIGRATING,
+                                   DomainState.SHUTDOWN, DomainState.PMSUSPENDED])
+def test_not_running_is_unknown_and_never_counts(conf, state):
+    rig = Rig(conf)
+    rig.hv.add(A, "vm-a")
+    rig.rounds(1)
+    rig.hv.behaviour[A] = ErrorKind.DOMAIN_NOT_RUNNING
+    rig.hv.states[A] = state
+    # list_running_domains hides non-running domains; keep it listed as
+    # libvirt does for paused/migrating ones.
+    rig.hv.list_running_domains = lambda: list(rig.hv.domains.values())
+    rig.rounds(10)
+    assert rig.state(A) is State.HEALTHY
+    assert rig.notifier.sent == []
+
+
+def test_libvirt_down_is_unknown(conf):
+    rig = Rig(conf)
+    rig.hv.add(A, "vm-a")
+    rig.rounds(1)
+    rig.hv.up = False
+    rig.rounds(10)
+    assert rig.state(A) is State.HEALTHY
+    assert rig.notifier.sent == []
+
+
+def test_recovery_before_threshold_sends_nothing(conf):
+    rig = Rig(conf)
+    rig.hv.add(A, "vm-a")
+    rig.rounds(1)
+    rig.hv.behaviour[A] = ErrorKind.AGENT_TIMEOUT
+    rig.rounds(2)
+    rig.hv.behaviour[A] = "ok"
+    rig.rounds(1)
+    rig.hv.behaviour[A] = ErrorKind.AGENT_TIMEOUT
+    rig.rounds(2)
+    assert rig.notifier.sent == []
+    assert rig.state(A) is State.FAILING
+
+
+def test_guest_never_healthy_is_never_reported(conf):
+    rig = Rig(conf)
+    rig.hv.add(A, "vm-a")
+    rig.hv.behaviour[A] = ErrorKind.AGENT_NOT_CONNECTED
+    rig.rounds(10)
+    assert rig.state(A) is State.DISCOVERY
+    assert rig.notifier.sent == []
+
+
+def test_restart_of_monitor_neither_resends_nor_forgets(conf):
+    rig = Rig(conf)
+    rig.hv.add(A, "vm-a")
+    rig.rounds(1)
+    rig.hv.behaviour[A] = ErrorKind.AGENT_TIMEOUT
+    rig.notifier.answer = DeliveryStatus.RETRY      # Masakari unreachable
+    rig.rounds(3)
+    assert rig.state(A) is State.REPORTED
+    assert len(rig.store.pending()) == 1
+    rig.store.close()
+
+    # a new monitor process: same journal, guest still failing
+    rig.notifier.answer = DeliveryStatus.DELIVERED
+    rig.notifier.sent.clear()
+    rig.open()
+    rig.clock.t += 10_000          # past any back-off
+    rig.mon._sender._clock = lambda: time.time() + 10_000
+    rig.rounds(5)
+    assert len(rig.notifier.sent) == 1               # the pending one, once
+    assert rig.store.pending() == []
+    assert rig.state(A) is State.REPORTED
+
+
+def test_lifecycle_restart_starts_a_new_episode(conf):
+    rig = Rig(conf)
+    rig.hv.add(A, "vm-a")
+    rig.rounds(1)
+    rig.hv.behaviour[A] = ErrorKind.AGENT_TIMEOUT
+    rig.rounds(3)
+    assert len(rig.notifier.sent) == 1
+    # Masakari restarted the VM: STARTED event, guest healthy again
+    rig.hv.behaviour[A] = "ok"
+    rig.mon.handle_event(LifecycleEvent(EventKind.STARTED, A, "vm-a"))
+    rig.rounds(2)
+    assert rig.state(A) is State.HEALTHY
+    rig.hv.behaviour[A] = ErrorKind.AGENT_TIMEOUT
+    rig.rounds(3)
+    assert len(rig.notifier.sent) == 2
+    assert rig.store.get(A).episode == 2
+
+
+def test_domain_that_stops_is_no_longer_probed(conf):
+    rig = Rig(conf)
+    rig.hv.add(A, "vm-a")
+    rig.rounds(1)
+    rig.hv.states[A] = DomainState.SHUTOFF
+    rig.mon.handle_event(LifecycleEvent(EventKind.STOPPED, A, "vm-a"))
+    rig.hv.calls.clear()
+    rig.rounds(3)
+    assert rig.hv.calls == []
+    assert rig.state(A) is State.DISCOVERY
+
+
+def test_one_hung_guest_does_not_delay_another(conf):
+    """A's ping blocks; B's verdict must still be applied meanwhile."""
+    release = threading.Event()
+    pool = WorkerPool(2)
+    pool.start()
+    rig = Rig(conf, pool=pool)
+    rig.hv.add(A, "vm-a")
+    rig.hv.add(B, "vm-b")
+    rig.hv.behaviour[A] = lambda: release.wait(10)
+    try:
+        rig.mon.step(wait=False)
+        deadline = time.monotonic() + 5
+        while rig.state(B) is not State.HEALTHY and time.monotonic() < deadline:
+            rig.mon.step(wait=False)
+            time.sleep(0.01)
+        assert rig.state(B) is State.HEALTHY
+        assert rig.state(A) is State.DISCOVERY     # still waiting on its agent
+    finally:
+        release.set()
+        pool.stop(2)
+
+
+def test_blocked_exec_probe_is_unknown_but_ping_failures_still_count(conf, tmp_path):
+    """qemu-ga blocks guest-exec: the exec probe says UNKNOWN (shown in
+    status) and never FAILED, while ping keeps protecting the guest."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "version: 1\nrules:\n  - name: app\n    probes:\n      - ping\n"
+        "      - name: exec\n        params:\n          command: [/usr/bin/app-health]\n")
+    conf.set_override("policy_file", str(policy), group="introspectiveinstancemonitor")
+    rig = Rig(conf)
+    rig.hv.add(A, "vm-a")
+    info = {"version": "7.2", "supported_commands": [
+        {"name": "guest-ping", "enabled": True, "success-response": True},
+        {"name": "guest-exec", "enabled": False, "success-response": True},
+        {"name": "guest-exec-status", "enabled": True, "success-response": True}]}
+    real_command = FakeAgent.command
+
+    def command(self, name, arguments=None, timeout=2.0):
+        if name == "guest-info":
+            return info
+        assert name == "guest-ping", "a blocked RPC was called: %s" % name
+        return real_command(self, name, arguments, timeout)
+
+    FakeAgent.command = command
+    try:
+        rig.rounds(2)
+        assert rig.state(A) is State.HEALTHY
+        snap = rig.mon.snapshot()["monitored"][A]
+        assert "guest-exec disabled" in snap["capability"]
+        rig.hv.behaviour[A] = ErrorKind.AGENT_TIMEOUT
+        rig.rounds(3)
+        assert rig.state(A) is State.REPORTED
+        assert len(rig.notifier.sent) == 1
+    finally:
+        FakeAgent.command = real_command
