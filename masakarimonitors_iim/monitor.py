@@ -422,6 +422,8 @@ class Monitor:
         if new.state is not rec.state:
             LOG.info("domain %s (%s): journal %s -> %s", w.info.name, uuid,
                      rec.state.value, new.state.value)
+        if notification is None and (previous is None or previous.verdict is not result.verdict):
+            self._write_status()
         if notification is not None:
             LOG.warning("domain %s (%s): failure episode %d reported (%s); "
                         "notification queued for Masakari", w.info.name, uuid,

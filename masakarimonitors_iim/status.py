@@ -47,9 +47,11 @@ def render(journal_path: str) -> str:
                                             snap.get("written_at", "never")),
              "", row % ("DOMAIN", "NAME", "JOURNAL", "VERDICT", "REASON")]
     for rec in records:
+        # The journal is the truth for verdicts; the snapshot adds what only
+        # the running monitor knows (probes it cannot run, and why).
         live = monitored.get(rec.uuid, {})
-        verdict = live.get("last_verdict") or (rec.last_verdict.value if rec.last_verdict else "-")
-        reason = live.get("capability") or live.get("last_reason") or rec.last_reason
+        verdict = rec.last_verdict.value if rec.last_verdict else "-"
+        reason = "; ".join(r for r in (rec.last_reason, live.get("capability", "")) if r)
         lines.append(row % (rec.uuid, rec.name[:16], rec.state.value, verdict, reason))
     for uuid, why in sorted(snap.get("unmonitored", {}).items()):
         lines.append(row % (uuid, "", "UNMONITORED", "-", why))
@@ -57,7 +59,11 @@ def render(journal_path: str) -> str:
     if not outbox:
         lines.append("  none")
     for e in outbox:
+        detail = ""
+        if e.last_error:
+            label = "answer" if e.status == "delivered" else "last error"
+            detail = "; %s: %s" % (label, e.last_error)
         lines.append("  #%d %s episode %d generated %s: %s after %d attempt(s)%s" % (
             e.id, e.notification.instance_uuid, e.episode, e.notification.generated_time,
-            e.status, e.attempts, "; last error: %s" % e.last_error if e.last_error else ""))
+            e.status, e.attempts, detail))
     return "\n".join(lines)

@@ -68,8 +68,9 @@ def test_foreign_groups_are_left_alone(tmp_path):
 
 def test_sample_config_is_in_sync(tmp_path):
     out = tmp_path / "sample.conf"
+    generator_conf = os.path.join(ROOT, "etc/oslo-config-generator/masakari-iim.conf")
     subprocess.run([sys.executable, "-m", "oslo_config.generator",
-                    "--config-file", os.path.join(ROOT, "etc/oslo-config-generator/masakari-iim.conf"),
+                    "--config-file", generator_conf,
                     "--output-file", str(out)], check=True, cwd=ROOT, timeout=60)
     committed = os.path.join(ROOT, "etc/masakarimonitors/masakarimonitors.conf.sample")
     with open(committed) as fh:
