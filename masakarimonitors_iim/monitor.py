@@ -42,6 +42,7 @@ LOG = logging.getLogger(__name__)
 DELIVERED_RETENTION = 7 * 24 * 3600   # seconds a delivered notification stays visible
 PRUNE_EVERY = 3600.0
 MIN_PROBE_TIME = 1.0
+INVENTORY_RETRY = 1.0
 
 RESTART_EVENTS = {EventKind.STARTED, EventKind.REBOOTED, EventKind.RESUMED}
 STOP_EVENTS = {EventKind.STOPPED, EventKind.SHUTDOWN, EventKind.CRASHED}
@@ -210,8 +211,11 @@ class Monitor:
             job()
         now = self._clock()
         if now >= self._inventory_due:
-            self._refresh_inventory()
-            self._inventory_due = now + self._defaults.interval
+            listed = self._refresh_inventory()
+            # While libvirt is unreachable, look again every second, so a
+            # (re)connection is followed by an inventory at once.
+            self._inventory_due = now + (self._defaults.interval if listed
+                                         else INVENTORY_RETRY)
         if now >= self._prune_due:
             self._prune_due = now + PRUNE_EVERY
             pruned = self._store.prune_delivered(self._wall() - DELIVERED_RETENTION)
@@ -242,7 +246,9 @@ class Monitor:
         LOG.info("journal: %d domains known, %d reported episodes, %d notifications "
                  "pending delivery", len(records), len(reported), len(pending))
 
-    def _refresh_inventory(self) -> None:
+    def _refresh_inventory(self) -> bool:
+        """List running domains and (un)watch them; False when libvirt
+        could not be asked."""
         try:
             domains = self._hv.list_running_domains()
         except HypervisorUnavailable as exc:
@@ -251,7 +257,7 @@ class Monitor:
                 LOG.warning("cannot list domains: %s; verdicts are UNKNOWN until "
                             "libvirt is back", msg)
                 self._last_inventory_error = msg
-            return
+            return False
         if self._last_inventory_error:
             LOG.info("listing domains works again")
             self._last_inventory_error = ""
@@ -278,6 +284,7 @@ class Monitor:
                 self._unwatch(uuid, "no longer running")
         self._unmonitored = unmonitored
         self._write_status()
+        return True
 
     def _watch(self, info: DomainInfo) -> Watched | None:
         pol = self._resolve(info)

@@ -350,3 +350,15 @@ def test_blocked_exec_probe_is_unknown_but_ping_failures_still_count(conf, tmp_p
         assert len(rig.notifier.sent) == 1
     finally:
         FakeAgent.command = real_command
+
+
+def test_inventory_is_retried_every_second_while_libvirt_is_unreachable(conf):
+    rig = Rig(conf)
+    rig.hv.add(A, "vm-a")
+    rig.hv.up = False
+    rig.mon.step(wait=False)
+    rig.hv.up = True
+    rig.clock.t += 1.5          # far less than the 10 s interval
+    rig.mon.step(wait=False)
+    rig.mon.step(wait=False)
+    assert rig.state(A) is State.HEALTHY
