@@ -29,12 +29,16 @@ class IntrospectiveInstanceMonitorManager:
         self._stopped = threading.Event()
 
     def init_host(self) -> None:
-        """Check the configuration before anything starts."""
+        """Check the configuration and open the journal before anything
+        starts, so a bad setting fails here, in the caller's thread."""
         iim_conf.validate(self.conf)
+        self._monitor = Monitor(self.conf)
 
     def main(self) -> None:
         """Run until stop() is called."""
-        self._monitor = Monitor(self.conf)
+        if self._monitor is None:
+            self.init_host()
+        assert self._monitor is not None
         self._monitor.start()
         self._stopped.wait()
 

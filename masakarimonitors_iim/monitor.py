@@ -156,6 +156,10 @@ class Monitor:
         """Stop everything within ``timeout`` seconds (SIGTERM allows 5)."""
         if self._stop.is_set():
             return
+        if self._thread is None:     # never started: only the journal is open
+            self._stop.set()
+            self._store.close()
+            return
         LOG.info("stopping")
         deadline = self._clock() + timeout
         self._stop.set()

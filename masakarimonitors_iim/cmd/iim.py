@@ -13,6 +13,7 @@ import threading
 
 from oslo_config import cfg
 from oslo_log import log as logging
+from stevedore import driver
 
 from masakarimonitors_iim import conf as iim_conf
 from masakarimonitors_iim.conf import options
@@ -21,6 +22,7 @@ from masakarimonitors_iim.policy import PolicyError
 
 LOG = logging.getLogger(__name__)
 STOP_DEADLINE = 4.0   # SIGTERM must finish within 5 s
+MONITORS_NAMESPACE = "masakarimonitors_iim.monitors"
 
 
 def _parse(argv: list[str], conf: cfg.ConfigOpts) -> None:
@@ -63,10 +65,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(conf: cfg.ConfigOpts) -> int:
-    from masakarimonitors_iim.monitor import Monitor
+    """Load the monitor by name through stevedore, the way any runner
+    (masakari-monitors included) can, and drive it as a Manager."""
     logging.setup(conf, "masakari-iim")
     conf.log_opt_values(LOG, logging.DEBUG)   # secret options are masked
-    monitor = Monitor(conf)
+    manager = driver.DriverManager(
+        MONITORS_NAMESPACE, "introspective", invoke_on_load=True,
+        invoke_kwds={"host": iim_conf.hostname(conf), "conf": conf}).driver
+    manager.init_host()
     done = threading.Event()
 
     def on_term(signum: int, frame: object) -> None:
@@ -75,15 +81,19 @@ def _run(conf: cfg.ConfigOpts) -> int:
 
     def on_hup(signum: int, frame: object) -> None:
         LOG.info("SIGHUP received: reloading the policy file")
-        monitor.reload()
+        manager.reset()
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     signal.signal(signal.SIGHUP, on_hup)
-    monitor.start()
+    runner = threading.Thread(target=manager.main, name="monitor", daemon=True)
+    runner.start()
     while not done.wait(1.0):
-        pass
-    monitor.stop(STOP_DEADLINE)
+        if not runner.is_alive():
+            LOG.error("the monitor stopped on its own")
+            return 1
+    manager.stop()
+    runner.join(STOP_DEADLINE)
     return 0
 
 
@@ -92,7 +102,7 @@ def _policy_show(conf: cfg.ConfigOpts, domain: str) -> int:
     from masakarimonitors_iim.hypervisor.connection import Hypervisor
     from masakarimonitors_iim.monitor import defaults_from_conf
 
-    logging.setup(conf, "masakari-iim")
+    # No logging.setup: only warnings reach stderr, the answer goes to stdout.
     path = conf[options.IIM_GROUP].policy_file
     policy_file = policy.load_policy_file(path) if path else None
     hv = Hypervisor(conf.libvirt.connection_uri)

@@ -113,3 +113,27 @@ def test_password_never_reaches_the_log(tmp_path):
         output = proc.communicate(timeout=10)[0].decode()
     assert "s3cr3t-Pa55" not in log_text(tmp_path) + output
     assert "password" in log_text(tmp_path)      # the option is logged, masked
+
+
+def test_policy_show_prints_the_effective_policy_and_its_sources(tmp_path):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\nrules:\n  - name: patient\n    match:\n"
+                      "      domain_name: 'te*'\n    failure_threshold: 7\n")
+    conf = write_conf(tmp_path, "policy_file = %s\n" % policy)
+    out = subprocess.run([BIN, "policy", "show", "test", "--config-file", str(conf)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "domain test (" in out.stdout
+    threshold = [line for line in out.stdout.splitlines() if "failure_threshold" in line]
+    assert threshold and "7" in threshold[0] and "patient" in threshold[0], out.stdout
+
+
+def test_policy_show_rejects_an_invalid_policy_file_in_one_line(tmp_path):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\nrules:\n  - name: bad\n    failure_threshold: many\n")
+    conf = write_conf(tmp_path, "policy_file = %s\n" % policy)
+    out = subprocess.run([BIN, "policy", "show", "test", "--config-file", str(conf)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'bad'" in lines[0] and "failure_threshold" in lines[0]
