@@ -164,13 +164,12 @@ class Monitor:
         deadline = self._clock() + timeout
         self._stop.set()
         self._wake.set()
-        if self._thread:
-            self._thread.join(max(0.1, deadline - self._clock()) / 2)
+        self._thread.join(max(0.1, deadline - self._clock()) / 2)
+        for w in self._watched.values():
+            self._close_probes(w)       # before libvirt goes: they talk to guests
         self._pool.stop(max(0.1, (deadline - self._clock()) / 2))
         self._sender.stop(max(0.1, (deadline - self._clock()) / 2))
         self._hv.stop(max(0.1, deadline - self._clock()))
-        for w in self._watched.values():
-            self._close_probes(w)
         self._store.close()
         LOG.info("stopped")
 
@@ -335,11 +334,22 @@ class Monitor:
                 return
 
     def _close_probes(self, w: Watched) -> None:
-        for p in w.probes:
-            try:
-                p.close(self._hv.agent(w.info.uuid))
-            except Exception as exc:
-                LOG.debug("closing probe %s failed: %s", p.name, exc)
+        """Release what the probes left in the guest (a pending exec), on a
+        worker: it talks to the agent, and a hung agent must not hold up
+        the scheduler thread."""
+        probes = list(w.probes)
+        if not probes:
+            return
+        agent = self._hv.agent(w.info.uuid)
+
+        def job() -> None:
+            for p in probes:
+                try:
+                    p.close(agent)
+                except Exception as exc:
+                    LOG.warning("closing probe %s of %s failed: %s", p.name,
+                                w.info.uuid, exc)
+        self._pool.submit(job, cleanup=True)
 
     def _make_job(self, uuid: str, w: Watched) -> Callable[[], None]:
         generation = w.generation

@@ -19,7 +19,7 @@ LOG = logging.getLogger(__name__)
 
 class WorkerPool:
     def __init__(self, size: int, name: str = "probe") -> None:
-        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[Callable[[], None], bool] | None] = queue.Queue()
         self._threads = [threading.Thread(target=self._work, name="%s-%d" % (name, i),
                                           daemon=True)
                          for i in range(size)]
@@ -29,8 +29,11 @@ class WorkerPool:
         for t in self._threads:
             t.start()
 
-    def submit(self, job: Callable[[], None]) -> None:
-        self._queue.put(job)
+    def submit(self, job: Callable[[], None], cleanup: bool = False) -> None:
+        """Queue ``job``. Once stopping, probe jobs still queued are
+        dropped; ``cleanup`` jobs (releasing what a probe left in a guest)
+        still run while the stop deadline allows."""
+        self._queue.put((job, cleanup))
 
     def stop(self, timeout: float) -> None:
         """Stop taking jobs and wait up to ``timeout`` for running ones."""
@@ -39,14 +42,18 @@ class WorkerPool:
             self._queue.put(None)
         deadline = time.monotonic() + timeout
         for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
+            if t.ident is not None:
+                t.join(max(0.0, deadline - time.monotonic()))
 
     def _work(self) -> None:
         while True:
-            job = self._queue.get()
-            if job is None or self._stopping.is_set():
+            item = self._queue.get()
+            if item is None:
                 return
+            job, cleanup = item
+            if self._stopping.is_set() and not cleanup:
+                continue
             try:
                 job()
             except Exception:  # a job must never kill its worker
-                LOG.exception("probe job failed")
+                LOG.exception("worker job failed")

@@ -102,7 +102,7 @@ class InlinePool:
     def stop(self, timeout):
         pass
 
-    def submit(self, job):
+    def submit(self, job, cleanup=False):
         job()
 
 
