@@ -1,6 +1,6 @@
 # The two commands the README promises: `make demo` and `make test`.
 # Each installs what it needs on a fresh machine and can be run again.
-.PHONY: demo test unit e2e lint sample-config setup
+.PHONY: demo test unit bench sample-config setup
 
 setup:
 	./tools/setup-dev.sh
@@ -10,11 +10,14 @@ demo: setup
 
 test: setup
 	PYTHONPATH=tools .venv/bin/python -m testbed setup
-	.venv/bin/ruff check masakarimonitors_iim tests tools
+	.venv/bin/ruff check masakarimonitors_iim tests tools benchmarks
 	PYTHONPATH=tools .venv/bin/python -m pytest -p no:cacheprovider tests
 
 unit: setup
 	.venv/bin/python -m pytest -p no:cacheprovider tests/unit
+
+bench: setup
+	PYTHONPATH=tools .venv/bin/python benchmarks/probe_round.py
 
 sample-config: setup
 	.venv/bin/oslo-config-generator --config-file etc/oslo-config-generator/masakari-iim.conf
