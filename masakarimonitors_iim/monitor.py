@@ -269,6 +269,7 @@ class Monitor:
         for info in domains:
             seen.add(info.uuid)
             if not info.has_agent:
+                self._unwatch(info.uuid, "guest agent channel removed")
                 unmonitored[info.uuid] = "no guest agent channel"
                 if info.uuid not in self._unmonitored:
                     LOG.info("domain %s (%s) has no guest agent channel: unmonitored",

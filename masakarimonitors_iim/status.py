@@ -46,14 +46,17 @@ def render(journal_path: str) -> str:
     lines = ["host %s, status written %s" % (snap.get("host", "?"),
                                             snap.get("written_at", "never")),
              "", row % ("DOMAIN", "NAME", "JOURNAL", "VERDICT", "REASON")]
+    unmonitored = snap.get("unmonitored", {})
     for rec in records:
+        if rec.uuid in unmonitored:
+            continue        # listed below, with why
         # The journal is the truth for verdicts; the snapshot adds what only
         # the running monitor knows (probes it cannot run, and why).
         live = monitored.get(rec.uuid, {})
         verdict = rec.last_verdict.value if rec.last_verdict else "-"
         reason = "; ".join(r for r in (rec.last_reason, live.get("capability", "")) if r)
         lines.append(row % (rec.uuid, rec.name[:16], rec.state.value, verdict, reason))
-    for uuid, why in sorted(snap.get("unmonitored", {}).items()):
+    for uuid, why in sorted(unmonitored.items()):
         lines.append(row % (uuid, "", "UNMONITORED", "-", why))
     lines += ["", "notifications:"]
     if not outbox:

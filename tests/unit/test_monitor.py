@@ -362,3 +362,15 @@ def test_inventory_is_retried_every_second_while_libvirt_is_unreachable(conf):
     rig.mon.step(wait=False)
     rig.mon.step(wait=False)
     assert rig.state(A) is State.HEALTHY
+
+
+def test_domain_whose_agent_channel_is_removed_becomes_unmonitored(conf):
+    rig = Rig(conf)
+    rig.hv.add(A, "vm-a")
+    rig.rounds(1)
+    rig.hv.add(A, "vm-a", has_agent=False)      # channel hot-unplugged
+    rig.hv.calls.clear()
+    rig.rounds(3)
+    assert rig.hv.calls == []
+    assert A not in rig.mon.snapshot()["monitored"]
+    assert rig.mon.snapshot()["unmonitored"] == {A: "no guest agent channel"}
