@@ -1,12 +1,15 @@
 """Run the real ``masakari-iim`` process against a running testbed.
 
 Used by the end-to-end tests and by the demo, so both exercise the monitor
-exactly as an operator runs it: a config file, a console script, signals.
+exactly as an operator runs it: a config file, a console script, signals,
+and ``masakari-iim status`` to see what it is doing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,16 +27,104 @@ def _default_binary() -> str:
     return str(Path(sys.executable).with_name("masakari-iim"))
 
 
+# -- ``masakari-iim status`` as data -------------------------------------------
+
+#: One journal row: "%-36s  %-16s  %-11s  %-8s  %s" (uuid, name[:16],
+#: journal state or UNMONITORED, verdict, reason).
+_DOMAIN_ROW = re.compile(
+    r"^(?P<uuid>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})  "
+    r"(?P<name>.{16})  (?P<journal>\S+) +(?P<verdict>\S+) *(?P<reason>.*)$"
+)
+#: One outbox row: "  #ID UUID episode N generated TIME: STATUS after N attempt(s)[; ...]".
+_OUTBOX_ROW = re.compile(
+    r"^  #(?P<id>\d+) (?P<uuid>\S+) episode (?P<episode>\d+) generated (?P<generated>\S+): "
+    r"(?P<status>\w+) after (?P<attempts>\d+) attempt\(s\)(?:; (?P<detail>.*))?$"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class DomainRow:
+    uuid: str
+    name: str
+    journal: str  # DISCOVERY, HEALTHY, FAILING, REPORTED or UNMONITORED
+    verdict: str  # HEALTHY, FAILED, UNKNOWN or "-"
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    uuid: str
+    episode: int
+    generated: str
+    status: str  # pending, delivered, dead
+    attempts: int
+    detail: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Status:
+    """``masakari-iim status`` parsed; ``text`` is the raw output for messages."""
+
+    text: str
+    domains: dict[str, DomainRow]
+    outbox: list[OutboxRow]
+
+    def domain(self, uuid: str) -> DomainRow | None:
+        return self.domains.get(uuid)
+
+    def outbox_for(self, uuid: str) -> list[OutboxRow]:
+        return [row for row in self.outbox if row.uuid == uuid]
+
+
+def parse_status(text: str) -> Status:
+    domains: dict[str, DomainRow] = {}
+    outbox: list[OutboxRow] = []
+    for line in text.splitlines():
+        m = _DOMAIN_ROW.match(line)
+        if m:
+            domains[m["uuid"]] = DomainRow(
+                uuid=m["uuid"],
+                name=m["name"].strip(),
+                journal=m["journal"],
+                verdict=m["verdict"],
+                reason=m["reason"].strip(),
+            )
+            continue
+        m = _OUTBOX_ROW.match(line)
+        if m:
+            outbox.append(
+                OutboxRow(
+                    id=int(m["id"]),
+                    uuid=m["uuid"],
+                    episode=int(m["episode"]),
+                    generated=m["generated"],
+                    status=m["status"],
+                    attempts=int(m["attempts"]),
+                    detail=m["detail"] or "",
+                )
+            )
+    return Status(text=text, domains=domains, outbox=outbox)
+
+
 class MonitorProcess:
     """One ``masakari-iim`` process with its own config, journal and log.
 
     ``options`` adds or overrides config entries: {"group": {"key": "value"}}.
+    ``policy`` (YAML text) is written to ``WORKDIR/iim-policy.yaml`` and set as
+    ``[introspectiveinstancemonitor] policy_file``; :meth:`write_policy` then
+    :meth:`reload` changes it under a running monitor.
     Restarting keeps the journal, as a restart on a compute host would.
     """
 
-    def __init__(self, testbed: Testbed, workdir: Path,
-                 options: dict[str, dict[str, str]] | None = None,
-                 binary: str | None = None) -> None:
+    def __init__(
+        self,
+        testbed: Testbed,
+        workdir: Path,
+        options: dict[str, dict[str, str]] | None = None,
+        binary: str | None = None,
+        policy: str | None = None,
+    ) -> None:
         self.testbed = testbed
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -41,13 +132,25 @@ class MonitorProcess:
         self.config_path = self.workdir / "masakarimonitors.conf"
         self.log_path = self.workdir / "masakari-iim.log"
         self.journal_path = self.workdir / "state" / "iim-journal.sqlite"
+        self.policy_path = self.workdir / "iim-policy.yaml"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.write_config(options or {})
+        #: Seconds the last :meth:`stop` took from SIGTERM to exit.
+        self.last_stop_seconds: float | None = None
+        options = {group: dict(values) for group, values in (options or {}).items()}
+        if policy is not None:
+            self.write_policy(policy)
+            options.setdefault("introspectiveinstancemonitor", {})["policy_file"] = str(
+                self.policy_path
+            )
+        self.write_config(options)
 
     def write_config(self, options: dict[str, dict[str, str]]) -> None:
         groups: dict[str, dict[str, str]] = {
-            "DEFAULT": {"hostname": self.testbed.hostname,
-                        "log_file": str(self.log_path), "debug": "false"},
+            "DEFAULT": {
+                "hostname": self.testbed.hostname,
+                "log_file": str(self.log_path),
+                "debug": "false",
+            },
             "libvirt": {"connection_uri": self.testbed.libvirt_uri},
             "introspectiveinstancemonitor": {
                 "journal_path": str(self.journal_path),
@@ -56,8 +159,11 @@ class MonitorProcess:
                 "guest_monitoring_failure_threshold": "3",
             },
             "callback": {"retry_interval": "1", "max_retry_interval": "5"},
-            "api": {"auth_type": "none", "endpoint": self.testbed.masakari_endpoint,
-                    "timeout": "10"},
+            "api": {
+                "auth_type": "none",
+                "endpoint": self.testbed.masakari_endpoint,
+                "timeout": "10",
+            },
         }
         for group, values in options.items():
             groups.setdefault(group, {}).update(values)
@@ -68,26 +174,49 @@ class MonitorProcess:
             lines.append("")
         self.config_path.write_text("\n".join(lines))
 
+    def write_policy(self, text: str) -> None:
+        """Replace the policy file atomically (the monitor reads it on SIGHUP)."""
+        tmp = self.policy_path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, self.policy_path)
+
     # -- process control ----------------------------------------------------
-    def start(self) -> None:
+    def start(self, timeout: float = 30) -> None:
+        """Start the process and wait until it has read its journal.
+
+        Only log lines written by this start count: after a restart the
+        log already holds the previous run's lines.
+        """
         if self.running:
             raise RuntimeError("masakari-iim is already running")
+        offset = self.log_size()
         out = open(self.workdir / "masakari-iim.stdout", "ab")
-        self.proc = subprocess.Popen([self.binary, "--config-file", str(self.config_path)],
-                                     stdout=out, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [self.binary, "--config-file", str(self.config_path)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         out.close()
-        self.wait_log("journal:", timeout=30)
+        self.wait_log("journal:", timeout=timeout, after=offset)
 
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
     def stop(self, timeout: float = 10) -> int | None:
-        """SIGTERM, as an init system would; returns the exit code."""
+        """SIGTERM, as an init system would; returns the exit code.
+
+        :attr:`last_stop_seconds` says how long the process took to exit.
+        """
         if self.proc is None:
             return None
         if self.proc.poll() is None:
+            started = time.monotonic()
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
@@ -95,6 +224,8 @@ class MonitorProcess:
                 self.proc.kill()
                 self.proc.wait(10)
                 raise
+            finally:
+                self.last_stop_seconds = time.monotonic() - started
         code = self.proc.returncode
         self.proc = None
         return code
@@ -117,6 +248,10 @@ class MonitorProcess:
         except FileNotFoundError:
             return ""
 
+    def log_size(self) -> int:
+        """Offset to pass as ``after`` to look only at lines written from now on."""
+        return len(self.log())
+
     def wait_log(self, text: str, timeout: float, after: int = 0) -> None:
         """Until ``text`` appears in the log past offset ``after``."""
         deadline = time.monotonic() + timeout
@@ -124,13 +259,27 @@ class MonitorProcess:
             if text in self.log()[after:]:
                 return
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"masakari-iim exited with {self.proc.returncode}; "
-                                   f"log: {self.log_path}")
+                raise RuntimeError(
+                    f"masakari-iim exited with {self.proc.returncode}; log: {self.log_path}"
+                )
             time.sleep(0.2)
         raise TimeoutError(f"{text!r} not in {self.log_path} after {timeout}s")
 
     def status(self) -> str:
         """``masakari-iim status`` output, as an operator would read it."""
-        out = subprocess.run([self.binary, "status", "--config-file", str(self.config_path)],
-                             capture_output=True, text=True, timeout=30, check=True)
+        out = subprocess.run(
+            [self.binary, "status", "--config-file", str(self.config_path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(
+                f"masakari-iim status exited with {out.returncode}: {out.stderr.strip()}"
+            )
         return out.stdout
+
+    def status_report(self) -> Status:
+        """:meth:`status`, parsed into journal rows and outbox rows."""
+        return parse_status(self.status())
