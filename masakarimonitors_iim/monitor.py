@@ -26,7 +26,7 @@ from masakarimonitors_iim.conf import options
 from masakarimonitors_iim.hypervisor import errors
 from masakarimonitors_iim.hypervisor.connection import Hypervisor
 from masakarimonitors_iim.hypervisor.types import (
-    AgentError, DomainInfo, DomainState, EventKind, HypervisorUnavailable,
+    AgentError, DomainInfo, DomainState, ErrorKind, EventKind, HypervisorUnavailable,
     LifecycleEvent)
 from masakarimonitors_iim.journal import machine
 from masakarimonitors_iim.journal.store import JournalStore
@@ -44,8 +44,13 @@ PRUNE_EVERY = 3600.0
 MIN_PROBE_TIME = 1.0
 INVENTORY_RETRY = 1.0
 
-RESTART_EVENTS = {EventKind.STARTED, EventKind.REBOOTED, EventKind.RESUMED}
+#: A new boot: the guest must prove itself healthy again (DISCOVERY).
+RESTART_EVENTS = {EventKind.STARTED, EventKind.REBOOTED}
 STOP_EVENTS = {EventKind.STOPPED, EventKind.SHUTDOWN, EventKind.CRASHED}
+#: guest-info refused this way says nothing about what the probes may use:
+#: run them, they turn a blocked RPC into UNKNOWN themselves.
+GUEST_INFO_REFUSED = {ErrorKind.COMMAND_DISABLED, ErrorKind.COMMAND_NOT_FOUND,
+                      ErrorKind.COMMAND_FAILED}
 
 
 @dataclasses.dataclass
@@ -66,6 +71,22 @@ class Watched:
     blocked: dict[str, ProbeResult] = dataclasses.field(default_factory=dict)
     capabilities_checked: bool = False
     last_result: ProbeResult | None = None
+    #: monotonic time until which "agent not connected" is UNKNOWN, not
+    #: FAILED: the agent disconnects first when a guest shuts down or
+    #: reboots, and a boot the monitor did not see (it was down, or libvirt
+    #: was) looks the same. Cleared when the agent answers.
+    disconnect_grace_until: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Round:
+    """What a worker hands back: a verdict plus what it learnt, applied to
+    the domain's runtime state on the scheduler thread only."""
+
+    result: ProbeResult
+    agent_answered: bool = False
+    #: set when this round read guest-info: probe name -> UNKNOWN result
+    blocked: dict[str, ProbeResult] | None = None
 
 
 def defaults_from_conf(conf: cfg.ConfigOpts) -> policy_mod.Defaults:
@@ -121,6 +142,7 @@ class Monitor:
                               max_backoff=conf.callback.max_retry_interval)
         self._pool = pool or WorkerPool(group.probe_workers)
         self._defaults = defaults_from_conf(conf)
+        self._disconnect_grace = float(group.agent_disconnect_grace)
         self._policy_file = self._load_policy_file(initial=True)
         self._watched: dict[str, Watched] = {}
         self._unmonitored: dict[str, str] = {}   # uuid -> why (shown in status)
@@ -130,6 +152,7 @@ class Monitor:
         self._prune_due = 0.0
         self._thread: threading.Thread | None = None
         self._last_inventory_error = ""
+        self._last_loop_error = ""
 
     # -- life cycle ---------------------------------------------------------
     def start(self) -> None:
@@ -165,7 +188,7 @@ class Monitor:
         self._stop.set()
         self._wake.set()
         self._thread.join(max(0.1, deadline - self._clock()) / 2)
-        for w in self._watched.values():
+        for w in list(self._watched.values()):
             self._close_probes(w)       # before libvirt goes: they talk to guests
         self._pool.stop(max(0.1, (deadline - self._clock()) / 2))
         self._sender.stop(max(0.1, (deadline - self._clock()) / 2))
@@ -185,8 +208,8 @@ class Monitor:
         self._events.put(lambda: self._apply_event(event))
         self._wake.set()
 
-    def _post_result(self, uuid: str, generation: int, result: ProbeResult) -> None:
-        self._events.put(lambda: self._apply_result(uuid, generation, result))
+    def _post_result(self, w: Watched, generation: int, outcome: Round) -> None:
+        self._events.put(lambda: self._apply_result(w, generation, outcome))
         self._wake.set()
 
     # -- the scheduler thread -----------------------------------------------
@@ -195,10 +218,16 @@ class Monitor:
         while not self._stop.is_set():
             try:
                 self.step()
-            except Exception:
-                # One bad iteration must not stop monitoring; the loop paces
-                # itself so a persistent fault logs once a second at most.
-                LOG.exception("scheduler iteration failed")
+                if self._last_loop_error:
+                    LOG.info("scheduler works again")
+                    self._last_loop_error = ""
+            except Exception as exc:
+                # One bad iteration must not stop monitoring. A persistent
+                # fault (say, the journal's disk is full) is logged in full
+                # once, then only when it changes.
+                if str(exc) != self._last_loop_error:
+                    LOG.exception("scheduler iteration failed")
+                    self._last_loop_error = str(exc)
                 self._stop.wait(1.0)
 
     def step(self, wait: bool = True) -> None:
@@ -229,7 +258,7 @@ class Monitor:
             if not w.in_flight and now >= w.next_due:
                 w.in_flight = True
                 w.next_due = now + w.policy.interval
-                self._pool.submit(self._make_job(uuid, w))
+                self._pool.submit(self._make_job(w))
         if not wait:
             return
         next_due = min([w.next_due for w in self._watched.values()]
@@ -285,7 +314,9 @@ class Monitor:
                 w.info = info
         for uuid in list(self._watched):
             if uuid not in seen:
-                self._unwatch(uuid, "no longer running")
+                # Only the runtime state goes: a listing can miss a domain
+                # for a moment, and a real stop comes as an event.
+                self._unwatch(uuid, "no longer listed as running", journal=False)
         self._unmonitored = unmonitored
         self._write_status()
         return True
@@ -297,7 +328,9 @@ class Monitor:
                 LOG.info("domain %s (%s) is disabled by policy (%s): unmonitored",
                          info.name, info.uuid, pol.sources.get("enabled", "?"))
             return None
-        w = Watched(info=info, policy=pol, probes=[], started_at=self._clock())
+        now = self._clock()
+        w = Watched(info=info, policy=pol, probes=[], started_at=now,
+                    disconnect_grace_until=now + self._disconnect_grace)
         self._build_probes(w)
         self._hv.prepare_agent(info.uuid, pol.timeout)
         if self._store.get(info.uuid) is None:
@@ -309,12 +342,12 @@ class Monitor:
                  pol.failure_threshold)
         return w
 
-    def _unwatch(self, uuid: str, why: str) -> None:
+    def _unwatch(self, uuid: str, why: str, journal: bool = True) -> None:
         w = self._watched.pop(uuid, None)
         if w is None:
             return
         self._close_probes(w)
-        rec = self._store.get(uuid)
+        rec = self._store.get(uuid) if journal else None
         if rec is not None:
             self._store.save(machine.on_stopped(rec, self._wall()))
         LOG.info("stopped monitoring domain %s (%s): %s", w.info.name, uuid, why)
@@ -352,61 +385,85 @@ class Monitor:
                                 w.info.uuid, exc)
         self._pool.submit(job, cleanup=True)
 
-    def _make_job(self, uuid: str, w: Watched) -> Callable[[], None]:
+    def _make_job(self, w: Watched) -> Callable[[], None]:
+        """The job captures this round's probes and generation, so a
+        restart or a policy reload while it runs cannot mix two rounds."""
         generation = w.generation
+        probes = list(w.probes)
 
         def job() -> None:
             try:
-                result = self._probe(w)
+                outcome = self._probe(w, probes)
             except Exception as exc:
-                LOG.exception("probing %s failed unexpectedly", uuid)
-                result = ProbeResult.unknown("monitor error: %s" % exc)
-            self._post_result(uuid, generation, result)
+                LOG.exception("probing %s failed unexpectedly", w.info.uuid)
+                outcome = Round(ProbeResult.unknown("monitor error: %s" % exc))
+            self._post_result(w, generation, outcome)
         return job
 
     # -- on a worker thread -------------------------------------------------
-    def _probe(self, w: Watched) -> ProbeResult:
-        """One probe round; returns a verdict and touches nothing shared."""
+    def _probe(self, w: Watched, probes: list[probes_base.Probe]) -> Round:
+        """One probe round. Reads ``w`` but writes nothing shared: what it
+        learns goes back in the Round, applied on the scheduler thread."""
         # No state check up front (it costs libvirtd three calls per round):
         # a failed agent call re-reads the state, and a paused, migrating or
         # stopped domain then turns the failure into UNKNOWN.
         uuid = w.info.uuid
         timeout = w.policy.timeout
         if w.probe_error:
-            return ProbeResult.unknown(w.probe_error)
+            return Round(ProbeResult.unknown(w.probe_error))
         agent = self._hv.agent(uuid)
+        answered = False
+        blocked = None
         if not w.capabilities_checked:
             try:
                 info = agent.command("guest-info", None, timeout)
             except AgentError as exc:
-                return errors.verdict_for(exc.kind, self._state_or_gone(uuid), exc.message)
-            w.blocked = {}
-            for p in w.probes:
+                if exc.kind not in GUEST_INFO_REFUSED:
+                    return Round(self._failed_call(w, exc))
+                info = {}       # refused: nothing known to be blocked
+            answered = True
+            blocked = {}
+            for p in probes:
                 result = capabilities.check_probe(p, info)
                 if result is not None:
-                    w.blocked[p.name] = result
-            w.capabilities_checked = True
+                    blocked[p.name] = result
+                    LOG.warning("domain %s (%s): %s", w.info.name, uuid, result.reason)
+        known_blocked = w.blocked if blocked is None else blocked
         results = []
         round_ends = self._clock() + timeout
-        for p in w.probes:
-            if p.name in w.blocked:
-                results.append(w.blocked[p.name])
+        for p in probes:
+            if p.name in known_blocked:
+                results.append(known_blocked[p.name])
                 continue
             # The round as a whole keeps to the policy's timeout; a probe
             # after a slow one gets what is left (and at least MIN_PROBE_TIME,
             # so it can still answer a healthy guest).
             left = max(MIN_PROBE_TIME, round_ends - self._clock())
             try:
-                results.append(p.run(agent, left))
+                result = p.run(agent, left)
             except AgentError as exc:
-                results.append(errors.verdict_for(exc.kind, self._state_or_gone(uuid),
-                                                  exc.message))
+                results.append(self._failed_call(w, exc))
+                continue
+            results.append(result)
+            # Only a HEALTHY answer proves the agent is there: a probe may
+            # turn a failed call into a verdict of its own.
+            answered = answered or result.verdict is Verdict.HEALTHY
         result = verdict_mod.combine(results)
         grace_left = w.policy.startup_grace - (self._clock() - w.started_at)
         if result.verdict is Verdict.FAILED and grace_left > 0 and not result.reset_requested:
-            return ProbeResult.unknown("in startup grace (%ds left): %s"
-                                       % (grace_left, result.reason))
-        return result
+            result = ProbeResult.unknown("in startup grace (%ds left): %s"
+                                         % (grace_left, result.reason))
+        return Round(result, agent_answered=answered, blocked=blocked)
+
+    def _failed_call(self, w: Watched, exc: AgentError) -> ProbeResult:
+        """What a failed agent call says about the guest."""
+        if (exc.kind is ErrorKind.AGENT_NOT_CONNECTED
+                and self._clock() < w.disconnect_grace_until):
+            return ProbeResult.unknown(
+                "guest agent not connected, within %ds of a disconnect or of the "
+                "start of monitoring (guest shutting down or booting?)"
+                % self._disconnect_grace)
+        return errors.verdict_for(exc.kind, self._state_or_gone(w.info.uuid), exc.message)
 
     def _state_or_gone(self, uuid: str) -> DomainState:
         """Re-read the state after a failed call: a guest paused or
@@ -417,13 +474,19 @@ class Monitor:
             return DomainState.NOSTATE
 
     # -- applied on the scheduler thread --------------------------------------
-    def _apply_result(self, uuid: str, generation: int, result: ProbeResult) -> None:
-        w = self._watched.get(uuid)
-        if w is None:
-            return
+    def _apply_result(self, w: Watched, generation: int, outcome: Round) -> None:
+        uuid = w.info.uuid
+        if self._watched.get(uuid) is not w:
+            return  # unwatched (and maybe watched anew) while this round ran
         w.in_flight = False
         if generation != w.generation:
             return  # the domain restarted while this round ran
+        if outcome.blocked is not None:
+            w.blocked = outcome.blocked
+            w.capabilities_checked = True
+        if outcome.agent_answered:
+            w.disconnect_grace_until = 0.0
+        result = outcome.result
         previous = w.last_result
         w.last_result = result
         if previous is None or previous.verdict is not result.verdict:
@@ -456,9 +519,11 @@ class Monitor:
     def _apply_event(self, event: LifecycleEvent) -> None:
         LOG.debug("libvirt event %s %s", event.kind.value, event.uuid)
         if event.kind is EventKind.CONNECTION_RESTORED:
-            # A restarted libvirtd forgot the agent response timeouts.
+            # A restarted libvirtd forgot the agent response timeouts, and
+            # events of the outage (a guest rebooting) are lost.
             for uuid, w in self._watched.items():
                 self._hv.prepare_agent(uuid, w.policy.timeout)
+                self._arm_disconnect_grace(w)
         if event.kind in (EventKind.CONNECTION_LOST, EventKind.CONNECTION_RESTORED,
                           EventKind.DEFINED):
             self._inventory_due = 0.0
@@ -470,8 +535,8 @@ class Monitor:
                 self._store.save(machine.on_restarted(rec, self._wall()))
             if w is not None:
                 w.generation += 1
-                w.in_flight = False
                 w.started_at = self._clock()
+                self._arm_disconnect_grace(w)
                 w.capabilities_checked = False
                 w.last_result = None
                 self._close_probes(w)
@@ -479,13 +544,23 @@ class Monitor:
                 self._hv.prepare_agent(event.uuid, w.policy.timeout)
                 w.next_due = self._clock() + 1.0
             self._inventory_due = 0.0
+        elif event.kind is EventKind.RESUMED and w is not None:
+            # Same boot, so the journal state stands (a guest resumed with a
+            # wedged kernel must still be reported); results of rounds that
+            # ran while it was paused are dropped.
+            w.generation += 1
         elif event.kind is EventKind.AGENT_CONNECTED and w is not None:
             w.capabilities_checked = False
+        elif event.kind is EventKind.AGENT_DISCONNECTED and w is not None:
+            self._arm_disconnect_grace(w)
         elif event.kind in STOP_EVENTS:
             self._unwatch(event.uuid, "domain %s" % event.kind.value)
         elif event.kind is EventKind.UNDEFINED:
             self._unwatch(event.uuid, "domain undefined")
             self._store.forget(event.uuid)
+
+    def _arm_disconnect_grace(self, w: Watched) -> None:
+        w.disconnect_grace_until = self._clock() + self._disconnect_grace
 
     def _apply_reload(self) -> None:
         new = self._load_policy_file(initial=False)

@@ -49,6 +49,13 @@ monitor_opts = [
     cfg.IntOpt("guest_monitoring_startup_grace", default=0, min=0,
                help="Seconds after a domain starts during which failed rounds "
                     "are not counted."),
+    cfg.IntOpt("agent_disconnect_grace", default=120, min=0,
+               help="Seconds after the guest agent disconnects (or after "
+                    "monitoring of a domain begins) during which 'agent not "
+                    "connected' is UNKNOWN rather than FAILED: the agent goes "
+                    "first when a guest shuts down or reboots, and a slow "
+                    "shutdown must not be restarted. A hung agent or guest "
+                    "(no answer on a connected channel) is not affected."),
     cfg.IntOpt("probe_workers", default=4, min=1, max=64,
                help="Domains probed at the same time. libvirtd serves at most "
                     "max_client_requests (default 5) calls per connection at once, "

@@ -139,7 +139,10 @@ def verdict_for(kind: ErrorKind, state: DomainState, detail: str = "") -> ProbeR
 def one_line(text: str, limit: int = 300) -> str:
     """Collapse a libvirt message to one bounded line: some carry the
     guest's raw reply, newlines and all."""
-    flat = " ".join((text or "").split())
+    # Agent error texts come from the guest: no control characters (ESC,
+    # bidi overrides) may reach a terminal through a log or status line.
+    printable = "".join(ch if ch.isprintable() else " " for ch in (text or ""))
+    flat = " ".join(printable.split())
     if len(flat) > limit:
         flat = flat[:limit - 3] + "..."
     return flat

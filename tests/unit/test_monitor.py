@@ -374,3 +374,111 @@ def test_domain_whose_agent_channel_is_removed_becomes_unmonitored(conf):
     assert rig.hv.calls == []
     assert A not in rig.mon.snapshot()["monitored"]
     assert rig.mon.snapshot()["unmonitored"] == {A: "no guest agent channel"}
+
+
+class DeferredPool(InlinePool):
+    """Holds jobs until the test runs them: a round still in flight."""
+
+    def __init__(self):
+        self.jobs = []
+
+    def submit(self, job, cleanup=False):
+        self.jobs.append(job)
+
+    def run_all(self):
+        jobs, self.jobs = self.jobs, []
+        for job in jobs:
+            job()
+
+
+def test_a_round_from_before_a_restart_never_lands_on_the_new_boot(conf):
+    pool = DeferredPool()
+    rig = Rig(conf, pool=pool)
+    rig.hv.add(A, "vm-a")
+    rig.mon.step(wait=False)
+    pool.run_all()
+    rig.mon.step(wait=False)
+    assert rig.state(A) is State.HEALTHY
+    rig.clock.t += 10
+    rig.mon.step(wait=False)                 # a round is now in flight
+    stale = pool.jobs[:]
+    pool.jobs.clear()
+    # The domain stops and boots again while that round is out.
+    rig.hv.states[A] = DomainState.SHUTOFF
+    rig.mon.handle_event(LifecycleEvent(EventKind.STOPPED, A, "vm-a"))
+    rig.mon.step(wait=False)
+    rig.hv.states[A] = DomainState.RUNNING
+    rig.mon.handle_event(LifecycleEvent(EventKind.STARTED, A, "vm-a"))
+    rig.mon.step(wait=False)
+    pool.jobs.clear()
+    for job in stale:
+        job()                                # the old round answers HEALTHY
+    rig.mon.step(wait=False)
+    assert rig.state(A) is State.DISCOVERY   # the new boot has proven nothing yet
+
+
+def test_missed_reboot_is_not_reported_while_the_agent_reconnects(conf):
+    """libvirt was down while the guest rebooted: no STARTED event, and a
+    booting guest's agent is 'not connected'."""
+    conf.set_override("agent_disconnect_grace", 60, group="introspectiveinstancemonitor")
+    rig = Rig(conf)
+    rig.hv.add(A, "vm-a")
+    rig.rounds(1)
+    assert rig.state(A) is State.HEALTHY
+    rig.hv.up = False
+    rig.mon.handle_event(LifecycleEvent(EventKind.CONNECTION_LOST))
+    rig.rounds(2)
+    rig.hv.up = True
+    rig.mon.handle_event(LifecycleEvent(EventKind.CONNECTION_RESTORED))
+    rig.hv.behaviour[A] = ErrorKind.AGENT_NOT_CONNECTED
+    rig.rounds(5)                            # 50 s < 60 s grace
+    assert rig.notifier.sent == []
+    rig.hv.behaviour[A] = "ok"               # booted
+    rig.rounds(1)
+    assert rig.state(A) is State.HEALTHY
+
+
+def test_agent_gone_for_longer_than_the_grace_is_reported(conf):
+    conf.set_override("agent_disconnect_grace", 30, group="introspectiveinstancemonitor")
+    rig = Rig(conf)
+    rig.hv.add(A, "vm-a")
+    rig.rounds(1)
+    rig.mon.handle_event(LifecycleEvent(EventKind.AGENT_DISCONNECTED, A, "vm-a"))
+    rig.hv.behaviour[A] = ErrorKind.AGENT_NOT_CONNECTED
+    rig.rounds(3)                            # within the grace: a shutdown, maybe
+    assert rig.notifier.sent == []
+    rig.rounds(4)
+    assert len(rig.notifier.sent) == 1
+
+
+def test_guest_resumed_with_a_wedged_kernel_is_still_reported(conf):
+    rig = Rig(conf)
+    rig.hv.add(A, "vm-a")
+    rig.rounds(1)
+    rig.mon.handle_event(LifecycleEvent(EventKind.SUSPENDED, A, "vm-a"))
+    rig.mon.handle_event(LifecycleEvent(EventKind.RESUMED, A, "vm-a"))
+    rig.hv.behaviour[A] = ErrorKind.AGENT_TIMEOUT
+    rig.rounds(3)
+    assert rig.state(A) is State.REPORTED
+    assert len(rig.notifier.sent) == 1
+
+
+def test_guest_info_refused_still_runs_the_probes(conf):
+    rig = Rig(conf)
+    rig.hv.add(A, "vm-a")
+    real_command = FakeAgent.command
+
+    def command(self, name, arguments=None, timeout=2.0):
+        if name == "guest-info":
+            raise AgentError(ErrorKind.COMMAND_DISABLED, "Command guest-info has been disabled")
+        return real_command(self, name, arguments, timeout)
+
+    FakeAgent.command = command
+    try:
+        rig.rounds(1)
+        assert rig.state(A) is State.HEALTHY
+        rig.hv.behaviour[A] = ErrorKind.AGENT_TIMEOUT
+        rig.rounds(3)
+        assert len(rig.notifier.sent) == 1
+    finally:
+        FakeAgent.command = real_command

@@ -157,6 +157,9 @@ class MonitorProcess:
                 "guest_monitoring_interval": "1",
                 "guest_monitoring_timeout": "1",
                 "guest_monitoring_failure_threshold": "3",
+                # Shorter than the default 120 s so a test of an agent that
+                # is gone for good (not hung) finishes in seconds.
+                "agent_disconnect_grace": "10",
             },
             "callback": {"retry_interval": "1", "max_retry_interval": "5"},
             "api": {

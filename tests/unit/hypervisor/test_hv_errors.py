@@ -167,3 +167,8 @@ def test_one_line_bounds_length():
     assert len(errors.one_line("x" * 1000)) == 300
     assert errors.one_line("x" * 1000).endswith("...")
     assert errors.one_line(None) == ""
+
+
+def test_one_line_drops_control_characters_from_guest_text():
+    from masakarimonitors_iim.hypervisor.errors import one_line
+    assert one_line("bad\x1b[31m red\u202e text\x00") == "bad [31m red text"
