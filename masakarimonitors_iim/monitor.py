@@ -139,7 +139,8 @@ class Monitor:
         self._sender = Sender(self._store, notifier or load_notifier(conf),
                               retry_interval=conf.callback.retry_interval,
                               retry_max=conf.callback.retry_max,
-                              max_backoff=conf.callback.max_retry_interval)
+                              max_backoff=conf.callback.max_retry_interval,
+                              duplicate_window=conf.callback.duplicate_window)
         self._pool = pool or WorkerPool(group.probe_workers)
         self._defaults = defaults_from_conf(conf)
         self._disconnect_grace = float(group.agent_disconnect_grace)
@@ -334,13 +335,20 @@ class Monitor:
         self._build_probes(w)
         self._hv.prepare_agent(info.uuid, pol.timeout)
         if self._store.get(info.uuid) is None:
-            self._store.save(machine.new_record(info.uuid, info.name, self._wall()))
+            self._store.save(self._new_record(info.uuid, info.name))
         self._watched[info.uuid] = w
         LOG.info("monitoring domain %s (%s): probes %s every %ss, timeout %ss, "
                  "failure threshold %d", info.name, info.uuid,
                  ",".join(p.name for p in pol.probes), pol.interval, pol.timeout,
                  pol.failure_threshold)
         return w
+
+    def _new_record(self, uuid: str, name: str) -> machine.Record:
+        """A fresh record continues the domain's episode numbering: Nova
+        undefines and redefines a domain on hard reboot, and a reused
+        episode number would collide with an outbox row already there."""
+        rec = machine.new_record(uuid, name, self._wall())
+        return dataclasses.replace(rec, episode=self._store.last_episode(uuid))
 
     def _unwatch(self, uuid: str, why: str, journal: bool = True) -> None:
         w = self._watched.pop(uuid, None)
@@ -493,7 +501,7 @@ class Monitor:
             log = LOG.warning if result.verdict is Verdict.FAILED else LOG.info
             log("domain %s (%s): %s%s", w.info.name, uuid, result.verdict.value,
                 " (%s)" % result.reason if result.reason else "")
-        rec = self._store.get(uuid) or machine.new_record(uuid, w.info.name, self._wall())
+        rec = self._store.get(uuid) or self._new_record(uuid, w.info.name)
         thresholds = machine.Thresholds(failure=w.policy.failure_threshold,
                                         success=w.policy.success_threshold)
         new, report = machine.on_result(rec, result, thresholds, self._wall())

@@ -38,7 +38,8 @@ def render(journal_path: str) -> str:
     if not os.path.exists(journal_path):
         return "no journal at %s: the monitor has not run with this configuration" % journal_path
     snap = read_snapshot(status_path(journal_path)) or {}
-    with JournalStore(journal_path) as store:
+    # Read-only: no schema check or migration under a running monitor.
+    with JournalStore(journal_path, read_only=True) as store:
         records = store.all()
         outbox = store.outbox_rows()
     monitored = snap.get("monitored", {})

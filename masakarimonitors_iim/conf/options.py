@@ -90,6 +90,12 @@ callback_opts = [
                     "max_retry_interval."),
     cfg.IntOpt("max_retry_interval", default=300, min=1,
                help="Longest wait between two delivery attempts, in seconds."),
+    cfg.IntOpt("duplicate_window", default=180, min=0,
+               help="Masakari's duplicate_notification_detection_interval: a "
+                    "new failure of an instance within this many seconds of "
+                    "its previous notification is refused by Masakari as a "
+                    "duplicate, so it is re-sent, with a new generated_time, "
+                    "once the window has passed."),
 ]
 
 libvirt_opts = [

@@ -5,15 +5,23 @@ notification must be delivered" are written in one transaction: after a
 crash (even SIGKILL or power loss) either both exist or neither does, and
 the sender finds every undelivered notification on the next start. The
 outbox row is unique on (instance_uuid, episode), so replaying a save can
-never queue a second notification for the same episode.
+never queue a second notification for the same episode, and a save that
+would queue a *different* notification under an existing key raises
+instead of dropping it.
+
+``JournalStore(path, read_only=True)`` is for readers such as
+``masakari-iim status``: it never creates, checks or migrates the file, so
+it is safe next to a running monitor.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 import dataclasses
 import os
 import sqlite3
 import threading
 from typing import Any
+import urllib.parse
 
 from masakarimonitors_iim.journal.machine import Record
 from masakarimonitors_iim.journal.machine import State
@@ -21,7 +29,7 @@ from masakarimonitors_iim.notifier.base import Notification
 from masakarimonitors_iim.verdict import Verdict
 
 #: Bump with a migration in _MIGRATIONS when the schema changes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Seconds a writer waits for a lock held by another connection (e.g. a
 #: status command reading the file) before giving up.
@@ -68,8 +76,17 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_due ON outbox (status, next_attempt_at)
 """]
 
+# v2: maybe_landed counts the attempts, with the row's current
+# generated_time, that may have reached Masakari (see OutboxEntry). Rows
+# from v1 count every attempt they made: any of them may have landed.
+_SCHEMA_V2 = ["""
+ALTER TABLE outbox ADD COLUMN maybe_landed INTEGER NOT NULL DEFAULT 0
+""", """
+UPDATE outbox SET maybe_landed = attempts
+"""]
+
 #: version reached -> statements that get there from the version before.
-_MIGRATIONS: dict[int, list[str]] = {1: _SCHEMA_V1}
+_MIGRATIONS: dict[int, list[str]] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
 
 
 class JournalStoreError(Exception):
@@ -86,6 +103,15 @@ class OutboxEntry:
 
     Delivered and dead rows are kept: status output shows them, and a dead
     letter is evidence an operator needs.
+
+    ``attempts`` counts every attempt started (the sender records the start
+    durably, before sending). ``maybe_landed`` counts those, made with the
+    current ``generated_time``, that may have reached Masakari: the attempt
+    is counted when it starts (a crash mid-attempt leaves it counted) and
+    stays counted unless Masakari answered it with a 409 duplicate while no
+    earlier attempt may have landed, i.e. it collided with a different,
+    earlier notification and created nothing. Then the count drops to 0
+    and the next attempt re-stamps ``generated_time`` (:attr:`restamp_due`).
     """
 
     id: int
@@ -98,6 +124,14 @@ class OutboxEntry:
     last_error: str
     created_at: float
     delivered_at: float | None
+    maybe_landed: int = 0
+
+    @property
+    def restamp_due(self) -> bool:
+        """The last attempt collided in Masakari's duplicate window: the next
+        one must carry a new ``generated_time``. Derived: attempts were
+        made, and none of them may have landed."""
+        return self.status == PENDING and self.attempts > 0 and self.maybe_landed == 0
 
 
 class JournalStore:
@@ -106,20 +140,32 @@ class JournalStore:
     One connection guarded by one lock: probe workers and the sender write
     a handful of small rows per second at most, so serialising them costs
     nothing and avoids SQLite's per-connection threading pitfalls.
+
+    With ``read_only=True`` the file is opened with SQLite's ``mode=ro``:
+    nothing is created, checked (no quick_check) or migrated, a missing
+    file or one the monitor never initialised is refused with a one-line
+    :class:`JournalStoreError`, and every write method raises one.
     """
 
-    def __init__(self, path: str, busy_timeout: float = BUSY_TIMEOUT) -> None:
+    def __init__(self, path: str, busy_timeout: float = BUSY_TIMEOUT, *,
+                 read_only: bool = False) -> None:
         self.path = path
+        self.read_only = read_only
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         try:
-            parent = os.path.dirname(os.path.abspath(path))
-            os.makedirs(parent, exist_ok=True)
-            self._conn = sqlite3.connect(path, timeout=busy_timeout,
-                                         isolation_level=None,
-                                         check_same_thread=False)
-            self._conn.row_factory = sqlite3.Row
-            self._setup(busy_timeout)
+            if read_only:
+                self._conn = self._connect_read_only(busy_timeout)
+                self._conn.row_factory = sqlite3.Row
+                self._check_read_only(busy_timeout)
+            else:
+                parent = os.path.dirname(os.path.abspath(path))
+                os.makedirs(parent, exist_ok=True)
+                self._conn = sqlite3.connect(path, timeout=busy_timeout,
+                                             isolation_level=None,
+                                             check_same_thread=False)
+                self._conn.row_factory = sqlite3.Row
+                self._setup(busy_timeout)
         except (sqlite3.Error, OSError) as e:
             self._close_quietly()
             raise self._error(e) from None
@@ -128,6 +174,27 @@ class JournalStore:
             raise
 
     # -- opening ---------------------------------------------------------
+
+    def _connect_read_only(self, busy_timeout: float) -> sqlite3.Connection:
+        if not os.path.isfile(self.path):
+            raise JournalStoreError(
+                "journal database %s does not exist; has the monitor run "
+                "with this configuration?" % self.path)
+        uri = "file:%s?mode=ro" % urllib.parse.quote(os.path.abspath(self.path))
+        return sqlite3.connect(uri, uri=True, timeout=busy_timeout,
+                               isolation_level=None, check_same_thread=False)
+
+    def _check_read_only(self, busy_timeout: float) -> None:
+        conn = self._conn
+        assert conn is not None
+        conn.execute("PRAGMA busy_timeout = %d" % int(busy_timeout * 1000))
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise JournalStoreError(self._newer_message(version))
+        if version < 1:
+            raise JournalStoreError(
+                "journal database %s has no journal in it yet; start the "
+                "monitor once to initialise it" % self.path)
 
     def _setup(self, busy_timeout: float) -> None:
         conn = self._conn
@@ -155,10 +222,7 @@ class JournalStore:
         assert conn is not None
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise JournalStoreError(
-                "journal database %s has schema version %d, newer than this "
-                "monitor understands (%d); upgrade the monitor or move the "
-                "file aside" % (self.path, version, SCHEMA_VERSION))
+            raise JournalStoreError(self._newer_message(version))
         for target in range(version + 1, SCHEMA_VERSION + 1):
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -170,6 +234,11 @@ class JournalStore:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+
+    def _newer_message(self, version: int) -> str:
+        return ("journal database %s has schema version %d, newer than this "
+                "monitor understands (%d); upgrade the monitor or move the "
+                "file aside" % (self.path, version, SCHEMA_VERSION))
 
     def _corrupt_message(self, detail: str) -> str:
         return ("journal database %s is unreadable (%s); stop the monitor and "
@@ -187,6 +256,9 @@ class JournalStore:
         if isinstance(e, sqlite3.OperationalError) and (
                 "not a database" in text or "malformed" in text):
             return JournalStoreError(self._corrupt_message(text))
+        if self.read_only:
+            return JournalStoreError("journal database %s: %s; check that it "
+                                     "is readable" % (self.path, text))
         return JournalStoreError(
             "journal database %s: %s; check that its directory exists, is "
             "writable and has free space" % (self.path, text))
@@ -209,15 +281,26 @@ class JournalStore:
             except sqlite3.Error as e:
                 raise self._error(e) from None
 
-    def _write(self, statements: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
-        """Run statements in one IMMEDIATE transaction; return their rowcounts."""
+    def _write(self, statements: list[tuple[str, tuple[Any, ...]]],
+               check: Callable[[sqlite3.Connection, list[int]], None] | None = None,
+               ) -> list[int]:
+        """Run statements in one IMMEDIATE transaction; return their rowcounts.
+
+        ``check(conn, counts)`` runs before COMMIT; whatever it raises rolls
+        the whole transaction back and propagates.
+        """
         with self._lock:
             conn = self._live()
+            if self.read_only:
+                raise JournalStoreError(
+                    "journal database %s is open read-only" % self.path)
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     counts = [conn.execute(sql, args).rowcount
                               for sql, args in statements]
+                    if check is not None:
+                        check(conn, counts)
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
@@ -249,9 +332,13 @@ class JournalStore:
         """Store ``record`` and, atomically with it, queue ``notification``.
 
         The notification is keyed by (record.uuid, record.episode); saving
-        the same episode again keeps the first row untouched. Returns
-        whether a new outbox row was queued, so the caller wakes the
-        sender only when there is something new.
+        the same notification again (same ``generated_time``) keeps the
+        first row untouched and returns False. A *different* notification
+        for a key that already has a row is never dropped silently: it
+        raises :class:`JournalStoreError` and nothing is written (it means
+        the episode counter went backwards; see :meth:`last_episode`).
+        Returns whether a new outbox row was queued, so the caller wakes
+        the sender only when there is something new.
         """
         statements: list[tuple[str, tuple[Any, ...]]] = [(
             "INSERT OR REPLACE INTO journal (uuid, name, state, failures, "
@@ -280,7 +367,22 @@ class JournalStore:
                  n.generated_time, n.type, n.event, n.vir_domain_event,
                  record.last_reason, PENDING, record.updated_at,
                  record.updated_at)))
-        counts = self._write(statements)
+
+        def same_or_new(conn: sqlite3.Connection, counts: list[int]) -> None:
+            if notification is None or counts[1] == 1:
+                return
+            row = conn.execute(
+                "SELECT generated_time FROM outbox WHERE instance_uuid = ? "
+                "AND episode = ?", (record.uuid, record.episode)).fetchone()
+            if row is not None and row[0] != notification.generated_time:
+                raise JournalStoreError(
+                    "journal database %s: instance %s episode %d already has "
+                    "a notification generated %s, refusing to drop the new "
+                    "one generated %s (episode numbering restarted?)"
+                    % (self.path, record.uuid, record.episode, row[0],
+                       notification.generated_time))
+
+        counts = self._write(statements, same_or_new)
         return notification is not None and counts[1] == 1
 
     def forget(self, uuid: str) -> None:
@@ -290,6 +392,19 @@ class JournalStore:
         to Masakari even if the domain is gone.
         """
         self._write([("DELETE FROM journal WHERE uuid = ?", (uuid,))])
+
+    def last_episode(self, uuid: str) -> int:
+        """The highest episode in the outbox for ``uuid``, 0 if none.
+
+        A record created for a domain the journal has no row for (new, or
+        forgotten when it was undefined and since redefined, as Nova's hard
+        reboot does) must start at this episode, or its next report reuses
+        an episode number whose outbox row still exists. Pruned delivered
+        rows no longer count, which is fine: their keys are free again.
+        """
+        rows = self._query("SELECT COALESCE(MAX(episode), 0) FROM outbox "
+                           "WHERE instance_uuid = ?", (uuid,))
+        return int(rows[0][0])
 
     # -- outbox ------------------------------------------------------------
 
@@ -305,17 +420,73 @@ class JournalStore:
             "SELECT * FROM outbox WHERE status = ? "
             "ORDER BY next_attempt_at, id", (PENDING,))]
 
-    def mark_delivered(self, id: int, now: float, detail: str = "") -> bool:
-        """Record a successful attempt; False if the row was no longer pending."""
+    def begin_attempt(self, id: int) -> int | None:
+        """Durably record that an attempt is starting, before it is sent.
+
+        Increments ``attempts`` and ``maybe_landed`` in their own committed
+        transaction, so an attempt whose POST landed just before a crash is
+        known after the restart. Returns ``maybe_landed`` as it was before
+        this attempt (how many earlier attempts may have landed), or None
+        if the row is no longer pending.
+        """
+        result: list[int] = []
+
+        def before(conn: sqlite3.Connection, counts: list[int]) -> None:
+            # Inside the transaction: the value just incremented, minus one.
+            if counts[0] == 1:
+                row = conn.execute("SELECT maybe_landed FROM outbox "
+                                   "WHERE id = ?", (id,)).fetchone()
+                result.append(int(row[0]) - 1)
+
+        self._write([(
+            "UPDATE outbox SET attempts = attempts + 1, "
+            "maybe_landed = maybe_landed + 1 WHERE id = ? AND status = ?",
+            (id, PENDING))], before)
+        return result[0] if result else None
+
+    def restamp(self, id: int, generated_time: str) -> bool:
+        """Give a pending row a new ``generated_time`` (after a collision).
+
+        Refused (False) when an attempt of the row may have landed
+        (``maybe_landed`` > 0): Masakari may hold it under the old time,
+        and a new time would make a genuine duplicate.
+        """
         counts = self._write([(
-            "UPDATE outbox SET status = ?, attempts = attempts + 1, "
+            "UPDATE outbox SET generated_time = ? WHERE id = ? AND status = ? "
+            "AND maybe_landed = 0", (generated_time, id, PENDING))])
+        return counts[0] == 1
+
+    def mark_collision(self, id: int, next_attempt_at: float,
+                       error: str) -> bool:
+        """Record that the attempt just made collided with a different, earlier
+        notification (409 duplicate, no earlier attempt may have landed):
+        it created nothing, so ``maybe_landed`` drops to 0, which makes
+        the next attempt re-stamp the row (:attr:`OutboxEntry.restamp_due`).
+        """
+        counts = self._write([(
+            "UPDATE outbox SET maybe_landed = 0, next_attempt_at = ?, "
+            "last_error = ? WHERE id = ? AND status = ?",
+            (next_attempt_at, error, id, PENDING))])
+        return counts[0] == 1
+
+    def mark_delivered(self, id: int, now: float, detail: str = "") -> bool:
+        """Record that Masakari has it; False if the row was no longer pending.
+
+        Does not count an attempt: :meth:`begin_attempt` did.
+        """
+        counts = self._write([(
+            "UPDATE outbox SET status = ?, "
             "delivered_at = ?, last_error = ? WHERE id = ? AND status = ?",
             (DELIVERED, now, detail, id, PENDING))])
         return counts[0] == 1
 
     def mark_retry(self, id: int, attempts: int, next_attempt_at: float,
                    error: str) -> bool:
-        """Record a failed attempt and when to try again."""
+        """Record a failed attempt and when to try again.
+
+        ``maybe_landed`` is left alone: a timeout or a 5xx may come after
+        Masakari stored the notification.
+        """
         counts = self._write([(
             "UPDATE outbox SET attempts = ?, next_attempt_at = ?, "
             "last_error = ? WHERE id = ? AND status = ?",
@@ -326,10 +497,11 @@ class JournalStore:
         """Give up on an entry Masakari refused; the row stays as a dead letter.
 
         ``now`` goes into ``delivered_at`` as the time the entry was
-        settled, so status can show when it died.
+        settled, so status can show when it died. Does not count an
+        attempt: :meth:`begin_attempt` did.
         """
         counts = self._write([(
-            "UPDATE outbox SET status = ?, attempts = attempts + 1, "
+            "UPDATE outbox SET status = ?, "
             "delivered_at = ?, last_error = ? WHERE id = ? AND status = ?",
             (DEAD, now, reason, id, PENDING))])
         return counts[0] == 1
@@ -387,4 +559,8 @@ def _entry(row: sqlite3.Row) -> OutboxEntry:
         episode=row["episode"], reason=row["reason"], status=row["status"],
         attempts=row["attempts"], next_attempt_at=row["next_attempt_at"],
         last_error=row["last_error"], created_at=row["created_at"],
-        delivered_at=row["delivered_at"])
+        delivered_at=row["delivered_at"],
+        # A read-only reader may face a v1 file the monitor has not
+        # migrated yet: count every attempt, as the migration will.
+        maybe_landed=(row["maybe_landed"] if "maybe_landed" in row.keys()
+                      else row["attempts"]))

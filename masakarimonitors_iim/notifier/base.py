@@ -22,7 +22,10 @@ class Notification:
     ``generated_time`` is when the monitor detected the failure (an
     ISO-8601 UTC string), not when delivery finally succeeded: Masakari
     uses it to order events, and its duplicate check relies on it staying
-    the same across retries.
+    the same across retries. The one exception: when Masakari's duplicate
+    window rejected the very first attempt because of a different, earlier
+    notification, the sender re-stamps it before sending it again (see
+    :mod:`masakarimonitors_iim.notifier.sender`).
     """
 
     instance_uuid: str
@@ -64,7 +67,12 @@ def make_notification(instance_uuid: str, hostname: str,
 
 
 class DeliveryStatus(str, enum.Enum):
-    DELIVERED = "delivered"   # 2xx, or 409: Masakari already has it
+    DELIVERED = "delivered"   # 2xx: Masakari has it
+    # 409 duplicate: Masakari holds a notification with the same payload
+    # from this host generated within its duplicate window. Either an
+    # earlier attempt of this one landed, or a different, earlier
+    # notification did; only the sender knows which.
+    DUPLICATE = "duplicate"
     RETRY = "retry"           # 5xx, timeouts, connection errors
     REJECTED = "rejected"     # other 4xx: retrying cannot help
 

@@ -6,8 +6,9 @@ Configuration is the ``[api]`` group masakari-monitors already uses
 password auth against a real cloud, or ``auth_type = none`` with
 ``endpoint = http://.../v1`` against a noauth masakari-api.
 
-``send`` classifies every answer into DELIVERED / RETRY / REJECTED and never
-raises; the outbox sender owns the retry policy.
+``send`` classifies every answer into DELIVERED / DUPLICATE / RETRY /
+REJECTED and never raises; the outbox sender owns the retry policy and
+decides what a 409 duplicate means for the notification at hand.
 """
 from __future__ import annotations
 
@@ -120,11 +121,12 @@ class MasakariNotifier(Notifier):
                 # late success would recover a VM hours after the fact.
                 return self._outcome(DeliveryStatus.REJECTED,
                                      "HTTP 409: %s" % message)
-            # Masakari already holds an identical notification from this
-            # host: our earlier attempt landed and its answer was lost.
-            return self._outcome(DeliveryStatus.DELIVERED,
-                                 "Masakari already has it (409 duplicate): %s"
-                                 % message)
+            # Masakari holds a notification with the same payload from this
+            # host generated within its duplicate window (180 s by default),
+            # whatever its status: an earlier attempt of this one whose
+            # answer was lost, or a different, earlier episode.
+            return self._outcome(DeliveryStatus.DUPLICATE,
+                                 "HTTP 409: %s" % message)
         except sdk_exc.HttpException as e:
             code = e.status_code or 0
             if 400 <= code < 500 and code not in RETRYABLE_4XX:

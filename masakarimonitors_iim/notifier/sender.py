@@ -10,10 +10,37 @@ gives up on a retryable failure: ``retry_max`` only decides when the
 operator is told, once, that delivery is overdue. Only Masakari refusing
 the notification itself (a 4xx that retrying cannot fix) ends in a dead
 letter, which stays in the database and in status output.
+
+A 409 duplicate is proof of delivery only if an earlier attempt of the
+same row may have landed. Masakari (``_is_duplicate_notification``) calls
+a notification a duplicate when it holds any notification with the same
+payload from this host generated up to
+``duplicate_notification_detection_interval`` (180 s by default) before
+it, whatever that one's status; so a new episode of the same instance
+within that window of the previous one is refused too, and Masakari never
+acts on it. The rule, per outbox row:
+
+* every attempt is recorded durably *before* it is sent
+  (``store.begin_attempt``), so an attempt cut short by a crash counts;
+* an attempt "may have landed" unless Masakari answered it with a 409
+  duplicate while no earlier attempt may have landed; 2xx settles the row,
+  a rejecting 4xx kills it, a 5xx, timeout or crash may come after
+  Masakari stored the notification, so they all count
+  (``OutboxEntry.maybe_landed``, reset when ``generated_time`` changes);
+* a 409 duplicate with an earlier attempt that may have landed: delivered,
+  Masakari already had it;
+* a 409 duplicate with none: a collision with a different, earlier
+  notification. The row stays pending, one warning is logged, and it is
+  re-sent ``duplicate_window`` seconds later with ``generated_time``
+  re-stamped to the time of that attempt, which then lies outside
+  Masakari's window from anything it held at the collision. A re-stamped
+  row that collides again is handled the same way, since its attempts
+  with the new time have not landed either.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
+import dataclasses
 import random
 import threading
 import time
@@ -24,6 +51,7 @@ from masakarimonitors_iim.journal.store import JournalStore
 from masakarimonitors_iim.journal.store import OutboxEntry
 from masakarimonitors_iim.notifier.base import DeliveryOutcome
 from masakarimonitors_iim.notifier.base import DeliveryStatus
+from masakarimonitors_iim.notifier.base import format_generated_time
 from masakarimonitors_iim.notifier.base import Notifier
 
 LOG = logging.getLogger(__name__)
@@ -37,6 +65,9 @@ BATCH = 50
 
 #: Longest error text kept in the outbox row.
 MAX_DETAIL = 1000
+
+#: Masakari's ``duplicate_notification_detection_interval`` default (seconds).
+DUPLICATE_WINDOW = 180.0
 
 
 def next_delay(attempt: int, retry_interval: float, max_backoff: float,
@@ -62,22 +93,33 @@ def _one_line(text: str) -> str:
 
 
 class Sender:
-    """Owns the delivery thread; everything else only calls :meth:`wake`."""
+    """Owns the delivery thread; everything else only calls :meth:`wake`.
+
+    ``duplicate_window`` is Masakari's
+    ``duplicate_notification_detection_interval``: how long a notification
+    that collided with an earlier one waits before it is re-stamped and
+    re-sent (never less than ``retry_interval``, so a window of 0 cannot
+    make the sender hammer Masakari).
+    """
 
     def __init__(self, store: JournalStore, notifier: Notifier, *,
                  retry_interval: float, retry_max: int,
                  max_backoff: float = 300,
+                 duplicate_window: float = DUPLICATE_WINDOW,
                  clock: Callable[[], float] = time.time,
                  rng: Callable[[], float] = random.random,
                  poll_interval: float = POLL_INTERVAL) -> None:
         if retry_interval <= 0 or max_backoff <= 0 or poll_interval <= 0:
             raise ValueError(
                 "retry_interval, max_backoff and poll_interval must be > 0")
+        if duplicate_window < 0:
+            raise ValueError("duplicate_window must be >= 0")
         self.store = store
         self.notifier = notifier
         self.retry_interval = float(retry_interval)
         self.retry_max = max(int(retry_max), 1)
         self.max_backoff = float(max_backoff)
+        self.duplicate_window = float(duplicate_window)
         self.poll_interval = float(poll_interval)
         self._clock = clock
         self._rng = rng
@@ -176,11 +218,28 @@ class Sender:
             return DeliveryOutcome(DeliveryStatus.RETRY, text)
 
     def _deliver(self, entry: OutboxEntry) -> None:
+        if entry.restamp_due:
+            # The last attempt collided in Masakari's duplicate window.
+            stamped = format_generated_time(self._clock())
+            if self.store.restamp(entry.id, stamped):
+                entry = dataclasses.replace(entry, notification=dataclasses.replace(
+                    entry.notification, generated_time=stamped))
         n = entry.notification
+        landed_before = self.store.begin_attempt(entry.id)
+        if landed_before is None:
+            return      # settled since due() listed it
         outcome = self._attempt(entry)
         attempts = entry.attempts + 1
         now = self._clock()
         detail = _one_line(outcome.detail)
+        if outcome.status is DeliveryStatus.DUPLICATE:
+            if landed_before > 0:
+                outcome = DeliveryOutcome(DeliveryStatus.DELIVERED, outcome.detail)
+                detail = _one_line("Masakari already had it (409 duplicate): "
+                                   + outcome.detail)
+            else:
+                self._collided(entry, attempts, now, detail)
+                return
         if outcome.status is DeliveryStatus.DELIVERED:
             self.store.mark_delivered(entry.id, now, detail)
             self._raise_logged.discard(entry.id)
@@ -209,3 +268,27 @@ class Sender:
                 LOG.debug("notification for %s attempt %d failed, retrying "
                           "in %.1fs: %s", n.instance_uuid, attempts, delay,
                           detail)
+
+    def _collided(self, entry: OutboxEntry, attempts: int, now: float,
+                  detail: str) -> None:
+        """Masakari refused this notification as a duplicate of a different,
+        earlier one: keep it, and re-send it with a new generated_time once
+        that one is out of Masakari's window."""
+        n = entry.notification
+        delay = max(self.duplicate_window, self.retry_interval)
+        self.store.mark_collision(entry.id, now + delay, _one_line(
+            "%s; collided with an earlier notification in Masakari's "
+            "duplicate window, re-sent with a new generated_time after it"
+            % detail))
+        again, hint = "", ""
+        if attempts > 1:    # earlier attempts collided too
+            again = " again"
+            hint = ("; Masakari's window may be longer than the %gs assumed "
+                    "here" % self.duplicate_window)
+        LOG.warning("notification for %s (episode %d) collided%s with an "
+                    "earlier notification for this instance: Masakari's "
+                    "duplicate window (duplicate_notification_detection_"
+                    "interval, 180 s by default) rejected it and will not act "
+                    "on it; it will be re-sent with a new generated_time "
+                    "after the window, in %.0fs%s: %s", n.instance_uuid,
+                    entry.episode, again, delay, hint, detail)

@@ -482,3 +482,26 @@ def test_guest_info_refused_still_runs_the_probes(conf):
         assert len(rig.notifier.sent) == 1
     finally:
         FakeAgent.command = real_command
+
+
+def test_redefined_domain_reports_its_next_failure(conf):
+    """Nova's hard reboot undefines and redefines the domain: the journal
+    forgets it, and its next episode must still reach Masakari."""
+    rig = Rig(conf)
+    rig.hv.add(A, "vm-a")
+    rig.rounds(1)
+    rig.hv.behaviour[A] = ErrorKind.AGENT_TIMEOUT
+    rig.rounds(3)
+    assert len(rig.notifier.sent) == 1
+    rig.hv.states[A] = DomainState.SHUTOFF
+    rig.mon.handle_event(LifecycleEvent(EventKind.UNDEFINED, A, "vm-a"))
+    rig.rounds(1)
+    assert rig.store.get(A) is None
+    rig.hv.states[A] = DomainState.RUNNING
+    rig.hv.behaviour[A] = "ok"
+    rig.mon.handle_event(LifecycleEvent(EventKind.STARTED, A, "vm-a"))
+    rig.rounds(2)
+    rig.hv.behaviour[A] = ErrorKind.AGENT_TIMEOUT
+    rig.rounds(3)
+    assert len(rig.notifier.sent) == 2
+    assert rig.store.get(A).episode == 2

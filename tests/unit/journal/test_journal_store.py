@@ -86,12 +86,88 @@ def test_replaying_an_episode_never_duplicates(store):
     rec = reported()
     first = make_notification(UUID, "host1", 100.0)
     assert store.save(rec, first)
-    assert store.save(rec, make_notification(UUID, "host1", 200.0)) is False
+    assert store.save(rec, first) is False      # identical replay: no-op
     [entry] = store.outbox_rows()
     assert entry.notification == first      # first row untouched
     assert store.save(reported(episode=2), make_notification(
         UUID, "host1", 300.0)) is True
     assert [e.episode for e in store.outbox_rows()] == [1, 2]
+
+
+def test_a_different_notification_for_a_used_episode_is_never_dropped(store):
+    store.save(reported(t=100.0), make_notification(UUID, "host1", 100.0))
+    later = reported(t=200.0, reason="again")
+    with pytest.raises(JournalStoreError) as excinfo:
+        store.save(later, make_notification(UUID, "host1", 200.0))
+    msg = str(excinfo.value)
+    assert "\n" not in msg and UUID in msg and "episode 1" in msg
+    # Nothing written: not the journal update either.
+    assert store.get(UUID) == reported(t=100.0)
+    [entry] = store.outbox_rows()
+    assert entry.notification.generated_time == \
+        make_notification(UUID, "host1", 100.0).generated_time
+
+
+def test_last_episode_survives_forget(store):
+    assert store.last_episode(UUID) == 0
+    store.save(reported(episode=1), make_notification(UUID, "h", 1.0))
+    store.save(reported(episode=2, t=200.0), make_notification(UUID, "h", 2.0))
+    store.save(reported(uuid="other", episode=7),
+               make_notification("other", "h", 3.0))
+    assert store.last_episode(UUID) == 2
+    store.forget(UUID)
+    assert store.get(UUID) is None
+    assert store.last_episode(UUID) == 2
+    assert store.last_episode("never-seen") == 0
+
+
+def test_redefined_domain_gets_its_next_episode_notified(store):
+    """Nova's hard reboot undefines and redefines the domain: forget(),
+    then a new record; its next failure must be a new outbox row."""
+    store.save(reported(episode=1), make_notification(UUID, "h", 100.0))
+    store.forget(UUID)
+    fresh = dataclasses.replace(machine.new_record(UUID, "vm", 150.0),
+                                episode=store.last_episode(UUID))
+    store.save(fresh)
+    again = reported(episode=fresh.episode + 1, t=300.0)
+    assert store.save(again, make_notification(UUID, "h", 300.0)) is True
+    assert [e.episode for e in store.pending()] == [1, 2]
+
+
+def test_begin_attempt_is_committed_before_the_attempt(store, tmp_path):
+    store.save(reported(), make_notification(UUID, "h", 1.0))
+    [entry] = store.outbox_rows()
+    assert (entry.attempts, entry.maybe_landed) == (0, 0)
+    assert store.begin_attempt(entry.id) == 0
+    # Visible to another connection at once: it is on disk, not pending
+    # in a transaction that a crash would roll back.
+    with JournalStore(store.path) as other:
+        [seen] = other.outbox_rows()
+    assert (seen.attempts, seen.maybe_landed) == (1, 1)
+    assert store.begin_attempt(entry.id) == 1
+    assert store.mark_delivered(entry.id, 5.0)
+    assert store.begin_attempt(entry.id) is None        # settled
+    assert store.outbox_rows()[0].attempts == 2
+
+
+def test_collision_then_restamp(store):
+    store.save(reported(), make_notification(UUID, "h", 1.0))
+    [entry] = store.outbox_rows()
+    assert not entry.restamp_due
+    assert store.begin_attempt(entry.id) == 0
+    assert not store.restamp(entry.id, "2030-01-01T00:00:00.000000")  # may have landed
+    assert store.mark_collision(entry.id, 500.0, "HTTP 409: duplicate")
+    [entry] = store.outbox_rows()
+    assert (entry.attempts, entry.maybe_landed, entry.next_attempt_at,
+            entry.last_error) == (1, 0, 500.0, "HTTP 409: duplicate")
+    assert entry.restamp_due
+    assert store.restamp(entry.id, "2030-01-01T00:00:00.000000")
+    assert store.outbox_rows()[0].notification.generated_time == \
+        "2030-01-01T00:00:00.000000"
+    assert store.begin_attempt(entry.id) == 0
+    assert not store.outbox_rows()[0].restamp_due
+    assert store.mark_retry(entry.id, 2, 600.0, "timeout")
+    assert store.outbox_rows()[0].maybe_landed == 1      # a timeout may have landed
 
 
 def test_notification_must_match_record(store):
@@ -127,10 +203,13 @@ def test_due_pending_and_marks(store):
     assert [e.id for e in store.due(10.5, 10)] == [a.id]
     assert [e.id for e in store.due(99, 2)] == [a.id, b.id]
 
+    assert store.begin_attempt(a.id) == 0
     assert store.mark_retry(a.id, 1, 50.0, "HTTP 500: boom")
     assert [e.id for e in store.due(20, 10)] == [b.id, c.id]
     assert [e.id for e in store.pending()] == [b.id, c.id, a.id]
+    assert store.begin_attempt(b.id) == 0
     assert store.mark_delivered(b.id, 21.0, "accepted")
+    assert store.begin_attempt(c.id) == 0
     assert store.mark_dead(c.id, "HTTP 400: no such host", 22.0)
     assert [e.id for e in store.pending()] == [a.id]
 
@@ -287,6 +366,99 @@ def test_unusable_location(tmp_path):
     with pytest.raises(JournalStoreError) as excinfo:
         JournalStore(str(path))
     one_line_error(excinfo, path)
+
+
+def make_v1(path, attempts=3):
+    """A journal written by the schema-1 monitor, with one pending row."""
+    conn = sqlite3.connect(str(path))
+    for stmt in store_mod._SCHEMA_V1:
+        conn.execute(stmt)
+    conn.execute(
+        "INSERT INTO outbox (instance_uuid, episode, hostname, generated_time, "
+        "type, event, vir_domain_event, reason, status, attempts, "
+        "next_attempt_at, last_error, created_at) VALUES "
+        "(?, 1, 'h', '2024-01-01T00:00:00.000000', 'VM', 'LIFECYCLE', "
+        "'STOPPED_FAILED', 'r', 'pending', ?, 1.0, 'HTTP 500', 1.0)",
+        (UUID, attempts))
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+
+
+def user_version(path):
+    conn = sqlite3.connect(str(path))
+    try:
+        return conn.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_v1_rows_count_every_attempt_as_maybe_landed(tmp_path):
+    path = tmp_path / "j.db"
+    make_v1(path, attempts=3)
+    with JournalStore(str(path)) as s:
+        [entry] = s.pending()
+        assert (entry.attempts, entry.maybe_landed) == (3, 3)
+        assert not entry.restamp_due
+    assert user_version(path) == store_mod.SCHEMA_VERSION == 2
+
+
+# -- read-only ----------------------------------------------------------------
+
+def test_read_only_refuses_a_missing_file_and_creates_nothing(tmp_path):
+    path = tmp_path / "nowhere" / "j.db"
+    with pytest.raises(JournalStoreError) as excinfo:
+        JournalStore(str(path), read_only=True)
+    assert "does not exist" in one_line_error(excinfo, path)
+    assert not path.parent.exists()
+
+
+def test_read_only_refuses_an_uninitialised_file(tmp_path):
+    path = tmp_path / "j.db"
+    path.write_bytes(b"")
+    with pytest.raises(JournalStoreError) as excinfo:
+        JournalStore(str(path), read_only=True)
+    one_line_error(excinfo, path)
+    assert path.read_bytes() == b""
+
+
+def test_read_only_refuses_a_newer_schema(tmp_path):
+    path = tmp_path / "j.db"
+    conn = sqlite3.connect(str(path))
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(JournalStoreError) as excinfo:
+        JournalStore(str(path), read_only=True)
+    assert "newer" in one_line_error(excinfo, path)
+
+
+def test_read_only_reads_beside_a_writer_and_never_writes(store):
+    store.save(reported(), make_notification(UUID, "h", 1.0))
+    with JournalStore(store.path, read_only=True) as ro:
+        assert ro.read_only
+        assert ro.get(UUID) == reported()
+        assert [e.episode for e in ro.outbox_rows()] == [1]
+        assert ro.last_episode(UUID) == 1
+        # the writer keeps writing while a reader is open
+        store.save(reported(episode=2, t=200.0), make_notification(UUID, "h", 2.0))
+        assert ro.last_episode(UUID) == 2
+        for write in (lambda: ro.save(reported(episode=3)),
+                      lambda: ro.forget(UUID),
+                      lambda: ro.begin_attempt(1),
+                      lambda: ro.prune_delivered(1e9)):
+            with pytest.raises(JournalStoreError) as excinfo:
+                write()
+            assert "read-only" in one_line_error(excinfo, store.path)
+    assert store.get(UUID).episode == 2
+
+
+def test_read_only_does_not_migrate(tmp_path):
+    path = tmp_path / "j.db"
+    make_v1(path, attempts=2)
+    with JournalStore(str(path), read_only=True) as ro:
+        [entry] = ro.pending()
+        assert (entry.attempts, entry.maybe_landed) == (2, 2)
+    assert user_version(path) == 1
 
 
 def test_closed_store_raises_journal_error(tmp_path):

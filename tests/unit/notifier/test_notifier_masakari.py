@@ -187,7 +187,9 @@ def test_accepted_posts_exactly_what_masakari_expects(fake, tmp_path):
 
 
 @pytest.mark.parametrize("mode,status,words", [
-    ("duplicate", DeliveryStatus.DELIVERED, "is duplicate"),
+    # Not DELIVERED: only the sender knows whether the 409 is about an
+    # earlier attempt of this notification or a different one.
+    ("duplicate", DeliveryStatus.DUPLICATE, "is duplicate"),
     ("maintenance", DeliveryStatus.REJECTED, "under maintenance"),
     ("badhost", DeliveryStatus.REJECTED, "Host with name host1 could not"),
     ("unprocessable", DeliveryStatus.REJECTED, "HTTP 422"),

@@ -1,6 +1,7 @@
 """The outbox sender with a scripted notifier, a real store and a fake clock."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -13,6 +14,7 @@ from masakarimonitors_iim.journal.store import JournalStore
 from masakarimonitors_iim.notifier import sender as sender_mod
 from masakarimonitors_iim.notifier.base import DeliveryOutcome
 from masakarimonitors_iim.notifier.base import DeliveryStatus
+from masakarimonitors_iim.notifier.base import format_generated_time
 from masakarimonitors_iim.notifier.base import make_notification
 from masakarimonitors_iim.notifier.base import Notifier
 from masakarimonitors_iim.notifier.sender import next_delay
@@ -21,6 +23,7 @@ from masakarimonitors_iim.notifier.sender import Sender
 OK = DeliveryOutcome(DeliveryStatus.DELIVERED, "accepted")
 RETRY = DeliveryOutcome(DeliveryStatus.RETRY, "HTTP 500: boom")
 NO = DeliveryOutcome(DeliveryStatus.REJECTED, "HTTP 400: no such host")
+DUP = DeliveryOutcome(DeliveryStatus.DUPLICATE, "HTTP 409: is duplicate")
 LOGGER = "masakarimonitors_iim.notifier.sender"
 
 
@@ -222,8 +225,118 @@ def test_run_once_says_how_long_to_wait(store):
     assert s.run_once() == 1.0                  # attempted; next one in 10s
 
 
+# -- 409 duplicate ----------------------------------------------------------------
+
+def test_first_attempt_409_is_a_collision_resent_restamped(store, caplog):
+    """A new episode within Masakari's window of an earlier one: 409 on its
+    very first attempt. Not delivered: re-sent, re-stamped, after the window."""
+    entry = queue(store, t=1000.0)
+    clock = Clock(1000.0)
+    notifier = FakeNotifier(DUP, OK)
+    s = make(store, notifier, clock, duplicate_window=180)
+    s.run_once()
+    [row] = store.pending()
+    assert (row.attempts, row.maybe_landed) == (1, 0)
+    assert row.next_attempt_at == 1180.0 and row.restamp_due
+    assert "is duplicate" in row.last_error and "collided" in row.last_error
+    [warning] = records(caplog, logging.WARNING)
+    text = warning.getMessage()
+    assert "u-1" in text and "180 s" in text and "new generated_time" in text
+    assert "again" not in text
+
+    clock.t = 1100.0
+    s.run_once()                            # inside the window: no attempt
+    assert len(notifier.sent) == 1
+    clock.t = 1180.5
+    s.run_once()
+    stamped = format_generated_time(1180.5)
+    assert notifier.sent[1] == dataclasses.replace(entry.notification,
+                                                   generated_time=stamped)
+    [done] = store.outbox_rows()
+    assert (done.status, done.attempts, done.last_error) == (
+        "delivered", 2, "accepted")
+    assert done.notification.generated_time == stamped
+    assert len(records(caplog, logging.WARNING)) == 1
+
+
+def test_409_after_an_attempt_that_may_have_landed_is_delivered(store):
+    queue(store)
+    clock = Clock()
+    notifier = FakeNotifier(RETRY, DUP)
+    s = make(store, notifier, clock)
+    s.run_once()
+    clock.t = store.pending()[0].next_attempt_at
+    s.run_once()
+    [row] = store.outbox_rows()
+    assert (row.status, row.attempts) == ("delivered", 2)
+    assert row.last_error.startswith("Masakari already had it (409 duplicate)")
+    # the same generated_time both times: never re-stamped
+    assert notifier.sent[0] == notifier.sent[1]
+
+
+class Crash(BaseException):
+    """The process dying mid-attempt (nothing in the sender catches it)."""
+
+
+def test_attempt_cut_short_by_a_crash_counts_after_restart(tmp_path):
+    """The POST landed, then the process died before mark_delivered: after
+    the restart Masakari answers 409, and that is the proof of delivery."""
+    path = str(tmp_path / "journal.db")
+    with JournalStore(path) as first:
+        queue(first)
+        with pytest.raises(Crash):
+            make(first, FakeNotifier(Crash())).run_once()
+    with JournalStore(path) as store:
+        [row] = store.pending()
+        assert (row.attempts, row.maybe_landed) == (1, 1)
+        notifier = FakeNotifier(DUP)
+        make(store, notifier, Clock(5000.0)).run_once()
+        [row] = store.outbox_rows()
+        assert (row.status, row.attempts) == ("delivered", 2)
+        assert "already had it" in row.last_error
+        assert notifier.sent[0].generated_time == format_generated_time(1000.0)
+
+
+def test_restamped_row_that_collides_again_is_not_taken_as_delivered(store, caplog):
+    """Attempts that collided never landed, so a later 409 is a collision
+    again; only after an attempt with the new time that may have landed
+    (a timeout) does a 409 prove delivery."""
+    queue(store)
+    clock = Clock(1000.0)
+    notifier = FakeNotifier(DUP, DUP, RETRY, DUP)
+    s = make(store, notifier, clock, duplicate_window=180)
+    s.run_once()                                # collision
+    clock.t = 1180.0
+    s.run_once()                                # re-stamped, collides again
+    [row] = store.pending()
+    assert (row.attempts, row.maybe_landed) == (2, 0)
+    assert row.next_attempt_at == 1360.0
+    warnings = [r.getMessage() for r in records(caplog, logging.WARNING)]
+    assert len(warnings) == 2 and "collided again" in warnings[1]
+    assert "longer than the 180s" in warnings[1]
+    clock.t = 1360.0
+    s.run_once()                                # re-stamped, times out
+    [row] = store.pending()
+    assert (row.attempts, row.maybe_landed) == (3, 1)
+    clock.t = row.next_attempt_at
+    s.run_once()                                # 409: the timeout had landed
+    [row] = store.outbox_rows()
+    assert (row.status, row.attempts) == ("delivered", 4)
+    times = [n.generated_time for n in notifier.sent]
+    assert times == [format_generated_time(t) for t in
+                     (1000.0, 1180.0, 1360.0, 1360.0)]
+
+
+def test_collision_waits_at_least_retry_interval(store):
+    queue(store)
+    make(store, FakeNotifier(DUP), Clock(1000.0), retry_interval=10,
+         duplicate_window=0).run_once()
+    assert store.pending()[0].next_attempt_at == 1010.0
+
+
 @pytest.mark.parametrize("kw", [dict(retry_interval=0), dict(max_backoff=0),
-                                dict(poll_interval=0)])
+                                dict(poll_interval=0),
+                                dict(duplicate_window=-1)])
 def test_rejects_nonsense_settings(store, kw):
     with pytest.raises(ValueError):
         make(store, FakeNotifier(OK), **kw)
