@@ -566,6 +566,7 @@ class Monitor:
         elif event.kind is EventKind.UNDEFINED:
             self._unwatch(event.uuid, "domain undefined")
             self._store.forget(event.uuid)
+            self._hv.forget_domain(event.uuid)
 
     def _arm_disconnect_grace(self, w: Watched) -> None:
         w.disconnect_grace_until = self._clock() + self._disconnect_grace

@@ -193,6 +193,11 @@ class Hypervisor:
         self._max_reply_bytes = max_reply_bytes
         self._max_agent_calls = max_agent_calls
         self._agent_slots = threading.BoundedSemaphore(max_agent_calls)
+        # One agent call per domain at a time: libvirt serialises them per
+        # domain anyway, and a second caller would wait up to 30 s for the
+        # domain's agent job, whatever timeout it asked for.
+        self._domain_locks: dict[str, threading.Lock] = {}
+        self._domain_locks_guard = threading.Lock()
 
         # Guards the fields below; also signals when calls in flight drain.
         self._lock = threading.Condition()
@@ -606,6 +611,25 @@ class Hypervisor:
         if self._conn is None:
             raise AgentError(ErrorKind.CONNECTION_LOST,
                              "%s: not connected to libvirt at %s" % (command, self.uri))
+        with self._domain_locks_guard:
+            domain_lock = self._domain_locks.setdefault(uuid, threading.Lock())
+        if not domain_lock.acquire(timeout=max(0.0, timeout)):
+            raise AgentError(ErrorKind.AGENT_BUSY,
+                             "%s: another agent call to this domain is still in flight"
+                             % command)
+        try:
+            return self._agent_command_locked(uuid, command, payload, deadline)
+        finally:
+            domain_lock.release()
+
+    def forget_domain(self, uuid: str) -> None:
+        """Drop per-domain bookkeeping of a domain that is gone."""
+        with self._domain_locks_guard:
+            self._domain_locks.pop(uuid, None)
+
+    def _agent_command_locked(self, uuid: str, command: str, payload: str,
+                              deadline: float) -> Any:
+        timeout = deadline - time.monotonic()
         if not self._agent_slots.acquire(timeout=max(0.0, timeout)):
             raise AgentError(ErrorKind.AGENT_BUSY,
                              "%s: %d agent calls already in flight on the libvirt connection"

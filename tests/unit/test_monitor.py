@@ -76,6 +76,9 @@ class FakeHypervisor:
             raise HypervisorUnavailable("libvirtd is down")
         return self.states.get(uuid, DomainState.GONE)
 
+    def forget_domain(self, uuid):
+        pass
+
     def prepare_agent(self, uuid, timeout):
         self.prepared.append((uuid, timeout))
 

@@ -639,6 +639,33 @@ def test_agent_calls_in_flight_are_capped(events, monkeypatch):
         h.stop()
 
 
+def test_one_agent_call_per_domain_at_a_time(events, monkeypatch):
+    """A second call to a domain whose call is still in flight fails as
+    AGENT_BUSY within its own timeout, even with free connection slots:
+    libvirt would make it wait up to 30 s for the domain's agent job."""
+    gate = threading.Event()
+    fake = FakeAgent(gate=gate)
+    monkeypatch.setattr(connection.libvirt_qemu, "qemuAgentCommand", fake)
+    h = _start(events, max_agent_calls=4)
+    try:
+        assert h.wait_connected(5)
+        first = threading.Thread(target=h.agent_command, args=(TEST_DOMAIN_UUID, "guest-ping"))
+        first.start()
+        assert fake.entered.wait(5)
+        began = time.monotonic()
+        with pytest.raises(AgentError) as info:
+            h.agent_command(TEST_DOMAIN_UUID, "guest-ping", timeout=0.2)
+        assert info.value.kind is ErrorKind.AGENT_BUSY
+        assert "this domain" in str(info.value)
+        assert 0.15 < time.monotonic() - began < 1.0
+        gate.set()
+        first.join(5)
+        assert h.agent_command(TEST_DOMAIN_UUID, "guest-ping") == {}
+    finally:
+        gate.set()
+        h.stop()
+
+
 # -- losing and regaining libvirtd --------------------------------------------------
 
 class ConnProxy:
