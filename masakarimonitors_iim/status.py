@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from masakarimonitors_iim.journal.store import JournalStore
+from masakarimonitors_iim.notifier.base import format_generated_time
 
 STATUS_NAME = "iim-status.json"
 
@@ -43,10 +44,11 @@ def render(journal_path: str) -> str:
         records = store.all()
         outbox = store.outbox_rows()
     monitored = snap.get("monitored", {})
-    row = "%-36s  %-16s  %-11s  %-8s  %s"
+    row = "%-36s  %-16s  %-11s  %-8s  %-19s  %s"
     lines = ["host %s, status written %s" % (snap.get("host", "?"),
                                             snap.get("written_at", "never")),
-             "", row % ("DOMAIN", "NAME", "JOURNAL", "VERDICT", "REASON")]
+             "", row % ("DOMAIN", "NAME", "JOURNAL", "VERDICT", "SINCE (UTC)",
+                                        "REASON")]
     unmonitored = snap.get("unmonitored", {})
     for rec in records:
         if rec.uuid in unmonitored:
@@ -56,9 +58,10 @@ def render(journal_path: str) -> str:
         live = monitored.get(rec.uuid, {})
         verdict = rec.last_verdict.value if rec.last_verdict else "-"
         reason = "; ".join(r for r in (rec.last_reason, live.get("capability", "")) if r)
-        lines.append(row % (rec.uuid, rec.name[:16], rec.state.value, verdict, reason))
+        since = format_generated_time(rec.since)[:19] if rec.since else "-"
+        lines.append(row % (rec.uuid, rec.name[:16], rec.state.value, verdict, since, reason))
     for uuid, why in sorted(unmonitored.items()):
-        lines.append(row % (uuid, "", "UNMONITORED", "-", why))
+        lines.append(row % (uuid, "", "UNMONITORED", "-", "-", why))
     lines += ["", "notifications:"]
     if not outbox:
         lines.append("  none")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from testbed import Testbed
-from testbed.monitor_process import MonitorProcess
+from testbed.monitor_process import MonitorProcess, parse_status
 
 POLICY = """\
 version: 1
@@ -54,10 +54,8 @@ def wait(what: str, predicate: Callable[[], object], timeout: float) -> object:
 
 
 def journal_state(monitor: MonitorProcess, uuid: str) -> str:
-    for line in monitor.status().splitlines():
-        if line.startswith(uuid):
-            return line.split()[2] if len(line.split()) > 2 else ""
-    return ""
+    row = parse_status(monitor.status()).domains.get(uuid)
+    return row.journal if row else ""
 
 
 def follow_journal(monitor: MonitorProcess, uuid: str, target: str,

@@ -58,6 +58,7 @@ class GuestFileReader:
 
     def __init__(self) -> None:
         self._stale_handles: list[int] = []
+        self._close_warned = False
 
     def read(self, agent: AgentChannel, path: str, max_bytes: int,
              deadline: Deadline) -> bytes:
@@ -146,7 +147,11 @@ class GuestFileReader:
         except AgentError as err:
             if err.kind in _STILL_OPEN_KINDS and len(self._stale_handles) < MAX_STALE_HANDLES:
                 self._stale_handles.append(handle)
-            LOG.warning("guest-file-close of handle %d failed: %s", handle, sanitize(str(err)))
+            # Once per reader: a guest that keeps failing would otherwise
+            # log this every round.
+            log = LOG.debug if self._close_warned else LOG.warning
+            self._close_warned = True
+            log("guest-file-close of handle %d failed: %s", handle, sanitize(str(err)))
 
 
 def _decode_read(reply: object, want: int) -> tuple[bytes, bool]:

@@ -33,7 +33,7 @@ def _default_binary() -> str:
 #: journal state or UNMONITORED, verdict, reason).
 _DOMAIN_ROW = re.compile(
     r"^(?P<uuid>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})  "
-    r"(?P<name>.{16})  (?P<journal>\S+) +(?P<verdict>\S+) *(?P<reason>.*)$"
+    r"(?P<name>.{16})  (?P<journal>\S+) +(?P<verdict>\S+) +(?P<since>\S+) *(?P<reason>.*)$"
 )
 #: One outbox row: "  #ID UUID episode N generated TIME: STATUS after N attempt(s)[; ...]".
 _OUTBOX_ROW = re.compile(
