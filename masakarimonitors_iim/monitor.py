@@ -172,10 +172,6 @@ class Monitor:
         self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
         self._thread.start()
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until stopped; True once stopped."""
-        return self._stop.wait(timeout)
-
     def stop(self, timeout: float = 4.0) -> None:
         """Stop everything within ``timeout`` seconds (SIGTERM allows 5)."""
         if self._stop.is_set():
@@ -515,14 +511,11 @@ class Monitor:
         if new.state is not rec.state:
             LOG.info("domain %s (%s): journal %s -> %s", w.info.name, uuid,
                      rec.state.value, new.state.value)
-        if notification is None and (previous is None or previous.verdict is not result.verdict):
-            self._write_status()
         if notification is not None:
             LOG.warning("domain %s (%s): failure episode %d reported (%s); "
                         "notification queued for Masakari", w.info.name, uuid,
                         report.episode, report.reason)
             self._sender.wake()
-            self._write_status()
 
     def _apply_event(self, event: LifecycleEvent) -> None:
         LOG.debug("libvirt event %s %s", event.kind.value, event.uuid)
@@ -619,12 +612,10 @@ class Monitor:
             "host": self._hostname,
             "written_at": notifier_base.format_generated_time(self._wall()),
             "monitored": {
+                # Verdicts are in the journal; only what the running
+                # monitor alone knows is written here.
                 uuid: {"name": w.info.name,
-                       "probes": [p.name for p in w.policy.probes],
-                       "last_verdict": w.last_result.verdict.value if w.last_result else None,
-                       "last_reason": w.last_result.reason if w.last_result else "",
-                       "capability": "; ".join(r.reason for r in w.blocked.values()),
-                       "policy_sources": dict(w.policy.sources)}
+                       "capability": "; ".join(r.reason for r in w.blocked.values())}
                 for uuid, w in self._watched.items()},
             "unmonitored": dict(self._unmonitored),
         }

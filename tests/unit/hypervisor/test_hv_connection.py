@@ -616,26 +616,35 @@ def test_calls_without_a_connection_fail_at_once():
     h.prepare_agent(TEST_DOMAIN_UUID, 2)
 
 
-def test_agent_calls_in_flight_are_capped(events, monkeypatch):
-    gate = threading.Event()
-    fake = FakeAgent(gate=gate)
+def _second_call_while_first_in_flight(h, fake, first_uuid, second_uuid):
+    """Start a call to ``first_uuid`` that blocks inside libvirt, then make
+    one to ``second_uuid`` with a 0.2 s timeout; returns its AgentError."""
+    assert h.wait_connected(5)
+    first = threading.Thread(target=h.agent_command, args=(first_uuid, "guest-ping"))
+    first.start()
+    assert fake.entered.wait(5)
+    began = time.monotonic()
+    with pytest.raises(AgentError) as info:
+        h.agent_command(second_uuid, "guest-ping", timeout=0.2)
+    assert info.value.kind is ErrorKind.AGENT_BUSY
+    assert 0.15 < time.monotonic() - began < 1.0
+    fake.gate.set()
+    first.join(5)
+    assert h.agent_command(second_uuid, "guest-ping") == {}
+    return info.value
+
+
+def test_agent_calls_in_flight_are_capped(events, domains, monkeypatch):
+    """Calls to *different* domains beyond max_agent_calls wait for a slot."""
+    fake = FakeAgent(gate=threading.Event())
     monkeypatch.setattr(connection.libvirt_qemu, "qemuAgentCommand", fake)
+    other = domains.make().UUIDString()
     h = _start(events, max_agent_calls=1)
     try:
-        assert h.wait_connected(5)
-        first = threading.Thread(target=h.agent_command, args=(TEST_DOMAIN_UUID, "guest-ping"))
-        first.start()
-        assert fake.entered.wait(5)
-        began = time.monotonic()
-        with pytest.raises(AgentError) as info:
-            h.agent_command(TEST_DOMAIN_UUID, "guest-ping", timeout=0.2)
-        assert info.value.kind is ErrorKind.AGENT_BUSY
-        assert 0.15 < time.monotonic() - began < 1.0
-        gate.set()
-        first.join(5)
-        assert h.agent_command(TEST_DOMAIN_UUID, "guest-ping") == {}
+        error = _second_call_while_first_in_flight(h, fake, TEST_DOMAIN_UUID, other)
+        assert "in flight on the libvirt connection" in str(error)
     finally:
-        gate.set()
+        fake.gate.set()
         h.stop()
 
 
@@ -643,26 +652,14 @@ def test_one_agent_call_per_domain_at_a_time(events, monkeypatch):
     """A second call to a domain whose call is still in flight fails as
     AGENT_BUSY within its own timeout, even with free connection slots:
     libvirt would make it wait up to 30 s for the domain's agent job."""
-    gate = threading.Event()
-    fake = FakeAgent(gate=gate)
+    fake = FakeAgent(gate=threading.Event())
     monkeypatch.setattr(connection.libvirt_qemu, "qemuAgentCommand", fake)
     h = _start(events, max_agent_calls=4)
     try:
-        assert h.wait_connected(5)
-        first = threading.Thread(target=h.agent_command, args=(TEST_DOMAIN_UUID, "guest-ping"))
-        first.start()
-        assert fake.entered.wait(5)
-        began = time.monotonic()
-        with pytest.raises(AgentError) as info:
-            h.agent_command(TEST_DOMAIN_UUID, "guest-ping", timeout=0.2)
-        assert info.value.kind is ErrorKind.AGENT_BUSY
-        assert "this domain" in str(info.value)
-        assert 0.15 < time.monotonic() - began < 1.0
-        gate.set()
-        first.join(5)
-        assert h.agent_command(TEST_DOMAIN_UUID, "guest-ping") == {}
+        error = _second_call_while_first_in_flight(h, fake, TEST_DOMAIN_UUID, TEST_DOMAIN_UUID)
+        assert "this domain" in str(error)
     finally:
-        gate.set()
+        fake.gate.set()
         h.stop()
 
 
