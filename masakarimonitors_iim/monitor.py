@@ -23,7 +23,6 @@ from masakarimonitors_iim import policy as policy_mod
 from masakarimonitors_iim import status
 from masakarimonitors_iim import verdict as verdict_mod
 from masakarimonitors_iim.conf import options
-from masakarimonitors_iim.hypervisor import errors
 from masakarimonitors_iim.hypervisor.connection import Hypervisor
 from masakarimonitors_iim.hypervisor.types import (
     AgentError, DomainInfo, DomainState, ErrorKind, EventKind, HypervisorUnavailable,
@@ -467,7 +466,7 @@ class Monitor:
                 "guest agent not connected, within %ds of a disconnect or of the "
                 "start of monitoring (guest shutting down or booting?)"
                 % self._disconnect_grace)
-        return errors.verdict_for(exc.kind, self._state_or_gone(w.info.uuid), exc.message)
+        return verdict_mod.verdict_for(exc.kind, self._state_or_gone(w.info.uuid), exc.message)
 
     def _state_or_gone(self, uuid: str) -> DomainState:
         """Re-read the state after a failed call: a guest paused or

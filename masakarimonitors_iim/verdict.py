@@ -8,6 +8,9 @@ from __future__ import annotations
 import dataclasses
 import enum
 
+from masakarimonitors_iim.common.text import one_line
+from masakarimonitors_iim.hypervisor.types import DomainState, ErrorKind
+
 
 class Verdict(str, enum.Enum):
     """Outcome of one probe round for one domain.
@@ -73,3 +76,49 @@ def combine(results: list[ProbeResult]) -> ProbeResult:
         verdict = Verdict.UNKNOWN
         shown = results
     return ProbeResult(verdict, "; ".join(r.reason for r in shown if r.reason), reset)
+
+
+# What each kind means for the guest while the domain is RUNNING. Only
+# these three say the guest itself is unwell; the journal ignores FAILED
+# until a guest has been seen healthy once, so a booting guest whose agent
+# is not up yet is not reported.
+_FAILED_WHILE_RUNNING = {
+    ErrorKind.AGENT_TIMEOUT: "guest agent did not answer in time: guest or agent hung",
+    ErrorKind.AGENT_NOT_CONNECTED: "guest agent is not connected: agent stopped or guest not up",
+    ErrorKind.BAD_REPLY: "guest agent sent a reply that cannot be read",
+}
+
+_UNKNOWN_REASONS = {
+    ErrorKind.CONNECTION_LOST: "libvirt is unreachable, guest health unknown",
+    ErrorKind.UNSUPPORTED: "this libvirt driver cannot talk to guest agents",
+    ErrorKind.COMMAND_DISABLED:
+        "guest agent refuses the command (blocked by qemu-ga policy or filesystems frozen)",
+    ErrorKind.COMMAND_NOT_FOUND: "guest agent does not know the command (qemu-ga too old?)",
+    ErrorKind.COMMAND_FAILED: "guest agent answered the command with an error",
+    ErrorKind.NO_DOMAIN: "domain no longer exists",
+    ErrorKind.DOMAIN_NOT_RUNNING: "domain is not running",
+    ErrorKind.AGENT_BUSY: "guest agent is busy with another call, guest health unknown",
+    ErrorKind.OTHER: "unexpected libvirt error, guest health unknown",
+}
+
+
+def verdict_for(kind: ErrorKind, state: DomainState, detail: str = "") -> ProbeResult:
+    """Decide what a failed agent call says about the guest.
+
+    ``state`` must be read *after* the failure: a guest paused or migrated
+    while the call was in flight makes a timeout meaningless, and only a
+    RUNNING domain's silence is evidence against the guest. ``detail``
+    (usually ``str(AgentError)``) is appended to the reason for operators.
+    """
+    if state is not DomainState.RUNNING:
+        reason = "domain is %s, guest health unknown" % state.value
+        return ProbeResult.unknown(_with_detail(reason, detail))
+    if kind in _FAILED_WHILE_RUNNING:
+        return ProbeResult.failed(_with_detail(_FAILED_WHILE_RUNNING[kind], detail))
+    reason = _UNKNOWN_REASONS.get(kind, _UNKNOWN_REASONS[ErrorKind.OTHER])
+    return ProbeResult.unknown(_with_detail(reason, detail))
+
+
+def _with_detail(reason: str, detail: str) -> str:
+    detail = one_line(detail)
+    return "%s (%s)" % (reason, detail) if detail else reason

@@ -26,6 +26,7 @@ import libvirt
 import libvirt_qemu
 from oslo_log import log as logging
 
+from masakarimonitors_iim.common.text import one_line
 from masakarimonitors_iim.hypervisor import errors
 from masakarimonitors_iim.hypervisor import eventloop
 from masakarimonitors_iim.hypervisor.inventory import parse_domain_xml
@@ -146,7 +147,7 @@ def _error_parts(exc: libvirt.libvirtError) -> tuple[int, int, str]:
     code = exc.get_error_code() or 0
     domain = exc.get_error_domain() or 0
     message = exc.get_error_message() or str(exc)
-    return code, domain, errors.one_line(message)
+    return code, domain, one_line(message)
 
 
 class _BoundAgent:
@@ -275,7 +276,7 @@ class Hypervisor:
                     try:
                         self._connect()
                     except Exception as exc:  # libvirtError, or a bug in a callback
-                        message = errors.one_line(str(exc))
+                        message = one_line(str(exc))
                         if message != last_error:
                             LOG.warning("cannot connect to libvirt at %s: %s; retrying "
                                         "with back-off up to %.0f s", self.uri, message,
@@ -671,10 +672,10 @@ class Hypervisor:
             error = parsed["error"]
             desc = error.get("desc", error) if isinstance(error, dict) else error
             raise AgentError(ErrorKind.COMMAND_FAILED,
-                             "%s: %s" % (command, errors.one_line(str(desc))))
+                             "%s: %s" % (command, one_line(str(desc))))
         raise AgentError(ErrorKind.BAD_REPLY,
                          "%s: reply has no 'return' member: %s"
-                         % (command, errors.one_line(reply, 120)))
+                         % (command, one_line(reply, 120)))
 
     def agent(self, uuid: str) -> AgentChannel:
         """The AgentChannel for one domain, as probes expect it."""

@@ -1,18 +1,20 @@
-"""Turn libvirt's errors into verdicts, without touching libvirt.
+"""Name the situation behind a libvirt error, without touching libvirt.
 
 libvirt reports every agent problem as a (code, domain, message) triple and
 uses the same code for situations that must be judged differently (code 86
 is both "agent not connected" and "agent hung"), so the message matters.
-Both functions here are pure so the whole mapping is a table in the tests.
+This is the one place that reads libvirt's codes and qemu-ga's wording;
+it is pure, so the whole mapping is a table in the tests. What a kind
+means for the guest's health is decided above the hypervisor layer
+(:func:`masakarimonitors_iim.verdict.verdict_for`).
 
 The error numbers are libvirt's stable ABI (virErrorNumber); they are
-spelled out here so the scheduler can import ``verdict_for`` without
-importing libvirt. A unit test checks them against the libvirt module.
+spelled out here so this module can be tested without importing libvirt.
+A unit test checks them against the libvirt module.
 """
 from __future__ import annotations
 
-from masakarimonitors_iim.hypervisor.types import DomainState, ErrorKind
-from masakarimonitors_iim.verdict import ProbeResult
+from masakarimonitors_iim.hypervisor.types import ErrorKind
 
 # virErrorNumber values used below.
 VIR_ERR_INTERNAL_ERROR = 1
@@ -93,61 +95,3 @@ def classify(code: int, domain: int, message: str) -> ErrorKind:
             return ErrorKind.BAD_REPLY
         return ErrorKind.COMMAND_FAILED
     return ErrorKind.OTHER
-
-
-# What each kind means for the guest while the domain is RUNNING. Only
-# these three say the guest itself is unwell; the journal ignores FAILED
-# until a guest has been seen healthy once, so a booting guest whose agent
-# is not up yet is not reported.
-_FAILED_WHILE_RUNNING = {
-    ErrorKind.AGENT_TIMEOUT: "guest agent did not answer in time: guest or agent hung",
-    ErrorKind.AGENT_NOT_CONNECTED: "guest agent is not connected: agent stopped or guest not up",
-    ErrorKind.BAD_REPLY: "guest agent sent a reply that cannot be read",
-}
-
-_UNKNOWN_REASONS = {
-    ErrorKind.CONNECTION_LOST: "libvirt is unreachable, guest health unknown",
-    ErrorKind.UNSUPPORTED: "this libvirt driver cannot talk to guest agents",
-    ErrorKind.COMMAND_DISABLED:
-        "guest agent refuses the command (blocked by qemu-ga policy or filesystems frozen)",
-    ErrorKind.COMMAND_NOT_FOUND: "guest agent does not know the command (qemu-ga too old?)",
-    ErrorKind.COMMAND_FAILED: "guest agent answered the command with an error",
-    ErrorKind.NO_DOMAIN: "domain no longer exists",
-    ErrorKind.DOMAIN_NOT_RUNNING: "domain is not running",
-    ErrorKind.AGENT_BUSY: "guest agent is busy with another call, guest health unknown",
-    ErrorKind.OTHER: "unexpected libvirt error, guest health unknown",
-}
-
-
-def verdict_for(kind: ErrorKind, state: DomainState, detail: str = "") -> ProbeResult:
-    """Decide what a failed agent call says about the guest.
-
-    ``state`` must be read *after* the failure: a guest paused or migrated
-    while the call was in flight makes a timeout meaningless, and only a
-    RUNNING domain's silence is evidence against the guest. ``detail``
-    (usually ``str(AgentError)``) is appended to the reason for operators.
-    """
-    if state is not DomainState.RUNNING:
-        reason = "domain is %s, guest health unknown" % state.value
-        return ProbeResult.unknown(_with_detail(reason, detail))
-    if kind in _FAILED_WHILE_RUNNING:
-        return ProbeResult.failed(_with_detail(_FAILED_WHILE_RUNNING[kind], detail))
-    reason = _UNKNOWN_REASONS.get(kind, _UNKNOWN_REASONS[ErrorKind.OTHER])
-    return ProbeResult.unknown(_with_detail(reason, detail))
-
-
-def one_line(text: str, limit: int = 300) -> str:
-    """Collapse a libvirt message to one bounded line: some carry the
-    guest's raw reply, newlines and all."""
-    # Agent error texts come from the guest: no control characters (ESC,
-    # bidi overrides) may reach a terminal through a log or status line.
-    printable = "".join(ch if ch.isprintable() else " " for ch in (text or ""))
-    flat = " ".join(printable.split())
-    if len(flat) > limit:
-        flat = flat[:limit - 3] + "..."
-    return flat
-
-
-def _with_detail(reason: str, detail: str) -> str:
-    detail = one_line(detail)
-    return "%s (%s)" % (reason, detail) if detail else reason

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import abc
 import time
-import unicodedata
 from typing import Any, Callable, Mapping
 
 from stevedore import driver
@@ -18,9 +17,6 @@ from masakarimonitors_iim.hypervisor.types import AgentChannel
 from masakarimonitors_iim.verdict import ProbeResult
 
 NAMESPACE = "masakarimonitors_iim.probes"
-
-#: Longest guest-supplied text we ever put into a reason or a log line.
-REASON_TEXT_LIMIT = 200
 
 #: Shortest timeout given to a clean-up call (kill, file close) even when
 #: the round's budget is spent: skipping it would leak into the guest.
@@ -95,34 +91,6 @@ class Deadline:
         """Timeout for the next agent call: what is left, never zero (a
         zero timeout means "don't wait" to libvirt, not "no time left")."""
         return max(floor, self.remaining())
-
-
-def sanitize(text: Any, limit: int = REASON_TEXT_LIMIT) -> str:
-    """Make guest-supplied text safe for a log line or a status reason.
-
-    Guest data is untrusted: control and format characters could forge log
-    lines or hide text on a terminal (bidi overrides), and size is
-    unbounded. Newlines and tabs become spaces, every other control or
-    format character becomes ``?``, and the result is capped.
-    """
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    elif not isinstance(text, str):
-        text = str(text)
-    cut = len(text) > limit
-    text = text[:limit]
-    out = []
-    for ch in text:
-        if ch in "\t\n\r":
-            out.append(" ")
-        elif unicodedata.category(ch)[0] == "C":
-            out.append("?")
-        else:
-            out.append(ch)
-    result = "".join(out)
-    if cut:
-        result += "..."
-    return result
 
 
 def available_probes() -> list[str]:

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from masakarimonitors_iim.common.text import one_line
 from masakarimonitors_iim.hypervisor.types import AgentError, ErrorKind
-from masakarimonitors_iim.probes.base import Probe, sanitize
+from masakarimonitors_iim.probes.base import Probe
 from masakarimonitors_iim.verdict import ProbeResult
 
 #: qemu-ga's wording (older: "The command X has been disabled for this
@@ -68,7 +69,7 @@ def blocked_reason(probe_name: str, blocked: set[str], guest_info: dict) -> str:
     version = guest_info.get("version") if isinstance(guest_info, dict) else None
     agent = "guest agent"
     if isinstance(version, str) and version:
-        agent = "guest agent %s" % sanitize(version, 40)
+        agent = "guest agent %s" % one_line(version, 40)
     return ("probe %r cannot run: %s has %s; enable them in qemu-ga "
             "(--block-rpcs/--allow-rpcs) or remove the probe from the policy"
             % (probe_name, agent, ", ".join(parts)))

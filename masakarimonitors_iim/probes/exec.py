@@ -46,6 +46,7 @@ import re
 import threading
 from typing import Any, Mapping
 
+from masakarimonitors_iim.common.text import one_line
 from masakarimonitors_iim.hypervisor.types import AgentChannel, AgentError, ErrorKind
 from masakarimonitors_iim.probes import _params, capabilities
 from masakarimonitors_iim.probes.base import (
@@ -53,7 +54,6 @@ from masakarimonitors_iim.probes.base import (
     Deadline,
     Probe,
     ProbeConfigError,
-    sanitize,
 )
 from masakarimonitors_iim.verdict import ProbeResult
 
@@ -99,7 +99,7 @@ class ExecProbe(Probe):
                                          "['/bin/kill', '-KILL']")
         self.on_spawn_error = _params.choice(NAME, p, "on_spawn_error", "unknown",
                                              ("unknown", "failed"))
-        self._shown = sanitize(" ".join(self.command), 80)
+        self._shown = one_line(" ".join(self.command), 80)
         self._pending: _Pending | None = None
         self._orphans: list[int] = []
         # close() may come from another thread while a round runs; the
@@ -159,7 +159,7 @@ class ExecProbe(Probe):
                     self._issue_kill(agent, pending.pid, CLEANUP_CALL_TIMEOUT)
             except AgentError as err:
                 LOG.info("exec probe close: could not stop pid %d: %s",
-                         pending.pid, sanitize(str(err)))
+                         pending.pid, one_line(str(err)))
         if agent is not None:
             self._reap_orphans(agent, Deadline(CLEANUP_CALL_TIMEOUT, self._clock))
         self._orphans.clear()
@@ -196,14 +196,14 @@ class ExecProbe(Probe):
                     capabilities.runtime_blocked_reason(NAME, "guest-exec", err))
             if err.kind is ErrorKind.COMMAND_FAILED:
                 reason = "cannot start check command %s: %s" % (self._shown,
-                                                                 sanitize(err.message))
+                                                                 one_line(err.message))
                 if self.on_spawn_error == "failed":
                     return ProbeResult.failed(reason)
                 return ProbeResult.unknown(reason)
             raise
         pid = _pid(reply)
         if pid is None:
-            return ProbeResult.unknown("malformed guest-exec reply: %s" % sanitize(repr(reply)))
+            return ProbeResult.unknown("malformed guest-exec reply: %s" % one_line(repr(reply)))
         now = self._clock()
         if self.timeout is not None:
             allowance = self.timeout
@@ -233,13 +233,13 @@ class ExecProbe(Probe):
                     # qemu-ga restarted or the guest rebooted: the pid is
                     # no longer one of its children.
                     LOG.info("guest agent no longer knows check pid %d: %s",
-                             p.pid, sanitize(err.message))
+                             p.pid, one_line(err.message))
                     self._pending = None
                     return None
                 raise
             if not isinstance(status, dict) or not isinstance(status.get("exited"), bool):
                 return ProbeResult.unknown("malformed guest-exec-status reply: %s"
-                                           % sanitize(repr(status)))
+                                           % one_line(repr(status)))
             now = self._clock()
             if status["exited"]:
                 self._pending = None
@@ -268,9 +268,9 @@ class ExecProbe(Probe):
         p.kills += 1
         try:
             self._issue_kill(agent, p.pid, deadline.call_timeout(floor=0.5))
-            note = "kill issued (%s %d)" % (sanitize(" ".join(self.kill_command), 60), p.pid)
+            note = "kill issued (%s %d)" % (one_line(" ".join(self.kill_command), 60), p.pid)
         except AgentError as err:
-            note = "kill failed: %s" % sanitize(str(err))
+            note = "kill failed: %s" % one_line(str(err))
         if again:
             return ProbeResult.failed("check command %s (pid %d) still running %.0f s after "
                                       "it was started despite %d earlier kill(s); %s"
@@ -310,7 +310,7 @@ class ExecProbe(Probe):
         code = status.get("exitcode")
         stdout, cut = self._output(status, "out-data", "out-truncated")
         stderr, _ = self._output(status, "err-data", "err-truncated")
-        detail = "; stderr: %r" % sanitize(stderr, 120) if stderr.strip() else ""
+        detail = "; stderr: %r" % one_line(stderr, 120) if stderr.strip() else ""
         if _is_int(signal):
             return ProbeResult.failed("check command %s was terminated by signal %d%s"
                                       % (self._shown, signal, detail))
@@ -322,7 +322,7 @@ class ExecProbe(Probe):
                                       % (self._shown, code, _codes_text(self.expect_exit),
                                          detail))
         if self.stdout_regex is not None and not self.stdout_regex.search(stdout):
-            shown = sanitize(stdout, 120) + (" (output capped)" if cut else "")
+            shown = one_line(stdout, 120) + (" (output capped)" if cut else "")
             return ProbeResult.failed("check command %s output does not match %r: %r"
                                       % (self._shown, self.stdout_regex.pattern, shown))
         LOG.debug("check command %s passed in %.2f s", self._shown, elapsed)

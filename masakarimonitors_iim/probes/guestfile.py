@@ -11,9 +11,10 @@ import base64
 import binascii
 import logging
 
+from masakarimonitors_iim.common.text import one_line
 from masakarimonitors_iim.hypervisor.types import AgentChannel, AgentError, ErrorKind
 from masakarimonitors_iim.probes import capabilities
-from masakarimonitors_iim.probes.base import CLEANUP_CALL_TIMEOUT, Deadline, sanitize
+from masakarimonitors_iim.probes.base import CLEANUP_CALL_TIMEOUT, Deadline
 
 LOG = logging.getLogger(__name__)
 
@@ -109,12 +110,12 @@ class GuestFileReader:
             if err.kind is ErrorKind.COMMAND_FAILED:
                 text = err.message.lower()
                 if any(w in text for w in _MISSING_WORDS):
-                    raise FileMissing("%s does not exist" % sanitize(path)) from None
+                    raise FileMissing("%s does not exist" % one_line(path)) from None
                 raise GuestFileError("cannot open %s: %s"
-                                     % (sanitize(path), sanitize(err.message))) from None
+                                     % (one_line(path), one_line(err.message))) from None
             raise
         if isinstance(handle, bool) or not isinstance(handle, int):
-            raise GuestFileError("malformed guest-file-open reply %s" % sanitize(repr(handle)))
+            raise GuestFileError("malformed guest-file-open reply %s" % one_line(repr(handle)))
         return handle
 
     def _read_all(self, agent: AgentChannel, handle: int, max_bytes: int,
@@ -130,7 +131,7 @@ class GuestFileReader:
                 if capabilities.is_blocked_error(err):
                     raise FileBlocked("guest-file-read", err) from None
                 if err.kind is ErrorKind.COMMAND_FAILED:
-                    raise GuestFileError("cannot read: %s" % sanitize(err.message)) from None
+                    raise GuestFileError("cannot read: %s" % one_line(err.message)) from None
                 raise
             chunk, eof = _decode_read(reply, want)
             data += chunk
@@ -151,7 +152,7 @@ class GuestFileReader:
             # log this every round.
             log = LOG.debug if self._close_warned else LOG.warning
             self._close_warned = True
-            log("guest-file-close of handle %d failed: %s", handle, sanitize(str(err)))
+            log("guest-file-close of handle %d failed: %s", handle, one_line(str(err)))
 
 
 def _decode_read(reply: object, want: int) -> tuple[bytes, bool]:

@@ -42,9 +42,10 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
+from masakarimonitors_iim.common.text import one_line
 from masakarimonitors_iim.hypervisor.types import AgentChannel
 from masakarimonitors_iim.probes import _params, capabilities
-from masakarimonitors_iim.probes.base import Deadline, Probe, sanitize
+from masakarimonitors_iim.probes.base import Deadline, Probe
 from masakarimonitors_iim.probes.guestfile import (
     FileBlocked,
     FileMissing,
@@ -105,7 +106,7 @@ class HeartbeatFileProbe(Probe):
         value = self._parse(data)
         if value is None:
             return self._no_value("heartbeat file %s does not hold a %s: %r"
-                                  % (self.path, self.format, sanitize(data, 40)))
+                                  % (self.path, self.format, one_line(data, 40)))
         return self._judge(value)
 
     def close(self, agent: AgentChannel | None) -> None:

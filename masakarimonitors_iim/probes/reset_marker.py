@@ -21,9 +21,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from masakarimonitors_iim.common.text import one_line
 from masakarimonitors_iim.hypervisor.types import AgentChannel
 from masakarimonitors_iim.probes import _params, capabilities
-from masakarimonitors_iim.probes.base import Deadline, Probe, sanitize
+from masakarimonitors_iim.probes.base import Deadline, Probe
 from masakarimonitors_iim.probes.guestfile import (
     FileBlocked,
     FileMissing,
@@ -73,7 +74,7 @@ class ResetMarkerProbe(Probe):
             return ProbeResult.healthy()
         return ProbeResult(Verdict.FAILED,
                            "application requested a reset through %s (token %r)"
-                           % (self.path, sanitize(token, 60)),
+                           % (self.path, one_line(token, 60)),
                            reset_requested=True)
 
     def close(self, agent: AgentChannel | None) -> None:

@@ -1,4 +1,4 @@
-"""libvirt error -> ErrorKind -> verdict, as tables."""
+"""libvirt error -> ErrorKind (hypervisor.errors) -> verdict (verdict.verdict_for), as tables."""
 from __future__ import annotations
 
 import itertools
@@ -8,9 +8,9 @@ import libvirt
 import pytest
 
 from masakarimonitors_iim.hypervisor import errors
-from masakarimonitors_iim.hypervisor.errors import classify, verdict_for
+from masakarimonitors_iim.hypervisor.errors import classify
 from masakarimonitors_iim.hypervisor.types import DomainState, ErrorKind
-from masakarimonitors_iim.verdict import Verdict
+from masakarimonitors_iim.verdict import Verdict, verdict_for
 
 K = ErrorKind
 
@@ -160,15 +160,3 @@ def test_detail_is_appended_on_one_line():
     assert result.reason.startswith("guest agent sent a reply that cannot be read (")
     assert "cannot parse json" in result.reason
     assert "\n" not in result.reason
-
-
-def test_one_line_bounds_length():
-    assert errors.one_line("a\n  b\tc") == "a b c"
-    assert len(errors.one_line("x" * 1000)) == 300
-    assert errors.one_line("x" * 1000).endswith("...")
-    assert errors.one_line(None) == ""
-
-
-def test_one_line_drops_control_characters_from_guest_text():
-    from masakarimonitors_iim.hypervisor.errors import one_line
-    assert one_line("bad\x1b[31m red\u202e text\x00") == "bad [31m red text"

@@ -9,7 +9,6 @@ from masakarimonitors_iim.probes.base import (
     ProbeConfigError,
     UnknownProbe,
     load_probe,
-    sanitize,
 )
 from masakarimonitors_iim.probes.ping import PingProbe
 from masakarimonitors_iim.verdict import Verdict
@@ -37,23 +36,6 @@ def test_bad_params_raise_probe_config_error():
 def test_params_must_be_a_mapping():
     with pytest.raises(ProbeConfigError):
         PingProbe(["/bin/true"])
-
-
-@pytest.mark.parametrize("raw, expected", [
-    ("plain", "plain"),
-    ("two\nlines\r\tand tab", "two lines  and tab"),
-    ("\x1b[31mred\x1b[0m", "?[31mred?[0m"),
-    ("bidi \u202eevil", "bidi ?evil"),
-    (b"bytes \xff", "bytes \ufffd"),
-    (42, "42"),
-])
-def test_sanitize(raw, expected):
-    assert sanitize(raw) == expected
-
-
-def test_sanitize_caps_length():
-    out = sanitize("x" * 10_000, 50)
-    assert out == "x" * 50 + "..."
 
 
 def test_deadline_gives_each_call_what_is_left(clock):
