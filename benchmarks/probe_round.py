@@ -12,7 +12,7 @@ under a private libvirtd (``tools/testbed``):
    time until the last healthy guest's verdict. Frozen guests are put first
    in the sweep order: the worst case for a serial sweep;
 3. the cost of one call to a frozen agent, before and after
-   ``Hypervisor.prepare_agent`` (libvirt's agent response timeout).
+   ``Hypervisor.set_agent_timeout`` (libvirt's agent response timeout).
 
 Run as root from the repository root (the testbed needs it):
 
@@ -43,10 +43,13 @@ import libvirt_qemu
 from oslo_config import cfg
 
 from masakarimonitors_iim import conf as iim_conf
-from masakarimonitors_iim.hypervisor.connection import Hypervisor
+from masakarimonitors_iim.db import Database
+from masakarimonitors_iim.hypervisor.calls import Hypervisor
 from masakarimonitors_iim.hypervisor.types import AgentError
-from masakarimonitors_iim.journal.store import JournalStore
 from masakarimonitors_iim.monitor import Monitor
+from masakarimonitors_iim.monitor.settings import settings_from_conf
+from masakarimonitors_iim.notifier.log import LogNotifier
+from masakarimonitors_iim.prober import Prober, RoundOutcome, RoundSpec
 from masakarimonitors_iim.verdict import Verdict
 from masakarimonitors_iim.workers import WorkerPool
 
@@ -109,42 +112,55 @@ class ShiftedClock:
         return time.monotonic() + self.offset
 
 
+class TimedProber(Prober):
+    """The real Prober; records when each domain's verdict is ready on its
+    worker, which is when the scheduler is handed it."""
+
+    def __init__(self, hv: Hypervisor, clock: ShiftedClock) -> None:
+        super().__init__(hv, clock)
+        self.posted: dict[str, tuple[float, Verdict, str]] = {}
+        self.order: list[str] = []
+        self.cv = threading.Condition()
+
+    def run(self, spec: RoundSpec) -> RoundOutcome:
+        outcome = super().run(spec)
+        with self.cv:
+            self.posted[spec.uuid] = (time.monotonic(), outcome.result.verdict,
+                                      outcome.result.reason)
+            self.order.append(spec.uuid)
+            self.cv.notify_all()
+        return outcome
+
+
 class TimedMonitor(Monitor):
-    """The real Monitor; only records when each domain's verdict is posted
-    by its worker (the one override) and runs one round on demand."""
+    """The real Monitor with a TimedProber; runs one round on demand."""
 
     def __init__(self, conf: cfg.ConfigOpts, hv: Hypervisor, pool: WorkerPool,
                  journal: Path, expected: int) -> None:
         self.clock = ShiftedClock()
         self.expected = expected
-        self.posted: dict[str, tuple[float, Verdict, str]] = {}
-        self.order: list[str] = []
-        self._cv = threading.Condition()
-        super().__init__(conf, hypervisor=hv, store=JournalStore(str(journal)),
-                         pool=pool, clock=self.clock)
-
-    def _post_result(self, uuid, generation, result):
-        with self._cv:
-            self.posted[uuid] = (time.monotonic(), result.verdict, result.reason)
-            self.order.append(uuid)
-            self._cv.notify_all()
-        super()._post_result(uuid, generation, result)
+        self.prober = TimedProber(hv, self.clock)
+        settings = settings_from_conf(conf)
+        super().__init__(settings, hypervisor=hv, db=Database(str(journal)),
+                         notifier=LogNotifier(conf), pool=pool, clock=self.clock,
+                         wall=time.time, prober=self.prober, spread=lambda: 0.0)
 
     def one_round(self) -> tuple[float, dict[str, tuple[float, Verdict, str]], list[str]]:
         """Make every domain due, run one scheduler step (inventory refresh,
         submit to the pool), wait for all verdicts, apply them. Returns the
         round's start time, {uuid: (posted at, verdict, reason)} and the
         order in which verdicts came."""
-        self.clock.offset += self._defaults.interval
-        with self._cv:
-            self.posted, self.order = {}, []
+        self.clock.offset += self.settings.defaults.interval
+        p = self.prober
+        with p.cv:
+            p.posted, p.order = {}, []
         start = time.monotonic()
         self.step(wait=False)
-        with self._cv:
-            if not self._cv.wait_for(lambda: len(self.posted) >= self.expected, timeout=120):
+        with p.cv:
+            if not p.cv.wait_for(lambda: len(p.posted) >= self.expected, timeout=120):
                 raise RuntimeError("only %d of %d verdicts within 120 s"
-                                   % (len(self.posted), self.expected))
-            posted, order = dict(self.posted), list(self.order)
+                                   % (len(p.posted), self.expected))
+            posted, order = dict(p.posted), list(p.order)
         self.step(wait=False)  # apply the verdicts to the journal
         return start, posted, order
 
@@ -262,8 +278,8 @@ def main() -> int:
             pool.start()
             pools.append(pool)
             mon = TimedMonitor(conf, hv, pool, journal, expected=len(names))
-            mon.recover_journal()
-            mon.one_round()  # warm-up: first inventory, prepare_agent, guest-info
+            mon.results.recover()
+            mon.one_round()  # warm-up: first inventory, set_agent_timeout, guest-info
             monitors.append(mon)
         # Freeze in the serial sweep's order: the first domains swept are frozen.
         _, _, sweep_order = monitors[0].one_round()
@@ -300,7 +316,7 @@ def main() -> int:
             report.append("  %-6d  %-18s  %-26s  %s" % (k, label, span(walls),
                                                         span(last_healthy)))
 
-        # 3. one frozen agent, per call, before and after prepare_agent. A
+        # 3. one frozen agent, per call, before and after set_agent_timeout. A
         # fresh guest: the monitors above already set the timeout on theirs.
         fuuid = tb.create_guest("bench-frozen")
         tb.wait_agent("bench-frozen")
@@ -319,12 +335,12 @@ def main() -> int:
             return out
 
         without = frozen_calls()
-        hv.prepare_agent(fuuid, args.timeout)
+        hv.set_agent_timeout(fuuid, args.timeout)
         with_ = frozen_calls()
         report += ["", "a frozen agent, guest-ping with a %g s call timeout, per call"
                    % args.timeout,
-                   "  without prepare_agent (libvirt default): " + ", ".join(without),
-                   "  after prepare_agent(%g s):               " % args.timeout
+                   "  without set_agent_timeout (libvirt default): " + ", ".join(without),
+                   "  after set_agent_timeout(%g s):               " % args.timeout
                    + ", ".join(with_)]
         progress("frozen-agent calls done")
 

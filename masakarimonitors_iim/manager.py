@@ -14,7 +14,8 @@ from typing import Any
 from oslo_config import cfg
 
 from masakarimonitors_iim import conf as iim_conf
-from masakarimonitors_iim.monitor import Monitor
+from masakarimonitors_iim.monitor.service import Monitor
+from masakarimonitors_iim.monitor.wiring import build_monitor
 
 iim_conf.register_opts(iim_conf.CONF)
 
@@ -32,7 +33,7 @@ class IntrospectiveInstanceMonitorManager:
         """Check the configuration and open the journal before anything
         starts, so a bad setting fails here, in the caller's thread."""
         iim_conf.validate(self.conf)
-        self._monitor = Monitor(self.conf)
+        self._monitor = build_monitor(self.conf)
 
     def main(self) -> None:
         """Run until stop() is called."""

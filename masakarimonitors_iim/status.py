@@ -6,8 +6,10 @@ import json
 import os
 from typing import Any
 
+from masakarimonitors_iim.db import Database
 from masakarimonitors_iim.journal.store import JournalStore
 from masakarimonitors_iim.notifier.base import format_generated_time
+from masakarimonitors_iim.outbox.store import OutboxStore
 
 STATUS_NAME = "iim-status.json"
 
@@ -40,9 +42,9 @@ def render(journal_path: str) -> str:
         return "no journal at %s: the monitor has not run with this configuration" % journal_path
     snap = read_snapshot(status_path(journal_path)) or {}
     # Read-only: no schema check or migration under a running monitor.
-    with JournalStore(journal_path, read_only=True) as store:
-        records = store.all()
-        outbox = store.outbox_rows()
+    with Database(journal_path, read_only=True) as db:
+        records = JournalStore(db).all()
+        outbox = OutboxStore(db).rows()
     monitored = snap.get("monitored", {})
     row = "%-36s  %-16s  %-11s  %-8s  %-19s  %s"
     lines = ["host %s, status written %s" % (snap.get("host", "?"),

@@ -10,14 +10,16 @@ import os
 import signal
 import sys
 import threading
+from typing import Any
 
 from oslo_config import cfg
 from oslo_log import log as logging
 from stevedore import driver
 
 from masakarimonitors_iim import conf as iim_conf
+from masakarimonitors_iim.common.text import one_line
 from masakarimonitors_iim.conf import options
-from masakarimonitors_iim.journal.store import JournalStoreError
+from masakarimonitors_iim.db import DatabaseError
 from masakarimonitors_iim.policy import PolicyError
 
 LOG = logging.getLogger(__name__)
@@ -54,10 +56,10 @@ def main(argv: list[str] | None = None) -> int:
             _parse(rest[2:], conf)
             return _policy_show(conf, domain)
     except (iim_conf.ConfigError, cfg.Error, PolicyError) as exc:
-        print("masakari-iim: configuration error: %s" % " ".join(str(exc).split()),
+        print("masakari-iim: configuration error: %s" % one_line(exc, 2000),
               file=sys.stderr)
         return 2
-    except JournalStoreError as exc:
+    except DatabaseError as exc:
         print("masakari-iim: %s" % exc, file=sys.stderr)
         return 1
     print(__doc__, file=sys.stderr)
@@ -69,7 +71,7 @@ def _run(conf: cfg.ConfigOpts) -> int:
     (masakari-monitors included) can, and drive it as a Manager."""
     logging.setup(conf, "masakari-iim")
     conf.log_opt_values(LOG, logging.DEBUG)   # secret options are masked
-    manager = driver.DriverManager(
+    manager: Any = driver.DriverManager(
         MONITORS_NAMESPACE, "introspective", invoke_on_load=True,
         invoke_kwds={"host": iim_conf.hostname(conf), "conf": conf}).driver
     manager.init_host()
@@ -99,8 +101,8 @@ def _run(conf: cfg.ConfigOpts) -> int:
 
 def _policy_show(conf: cfg.ConfigOpts, domain: str) -> int:
     from masakarimonitors_iim import policy
-    from masakarimonitors_iim.hypervisor.connection import Hypervisor
-    from masakarimonitors_iim.monitor import defaults_from_conf
+    from masakarimonitors_iim.hypervisor.calls import Hypervisor
+    from masakarimonitors_iim.monitor.settings import defaults_from_conf
 
     # No logging.setup: only warnings reach stderr, the answer goes to stdout.
     path = conf[options.IIM_GROUP].policy_file

@@ -12,6 +12,7 @@ import os
 
 from oslo_config import cfg
 
+from masakarimonitors_iim.common.text import one_line
 from masakarimonitors_iim.conf import options
 
 CONF = cfg.CONF
@@ -59,7 +60,7 @@ def validate(conf: cfg.ConfigOpts) -> None:
                 getattr(section, opt.dest)
             except (cfg.ConfigFileValueError, ValueError) as exc:
                 raise ConfigError("invalid value for [%s] %s: %s; fix it in %s"
-                                  % (group, opt.name, _one_line(exc),
+                                  % (group, opt.name, one_line(exc),
                                      ", ".join(conf.config_file) or "the config file"))
             except cfg.NoSuchOptError:
                 pass
@@ -69,7 +70,7 @@ def validate(conf: cfg.ConfigOpts) -> None:
         try:
             parser.read(path)
         except configparser.Error as exc:
-            raise ConfigError("cannot parse %s: %s" % (path, _one_line(exc)))
+            raise ConfigError("cannot parse %s: %s" % (path, one_line(exc)))
         if parser.has_section(options.IIM_GROUP):
             for key in parser.options(options.IIM_GROUP):
                 if key not in known and key not in parser.defaults():
@@ -96,7 +97,3 @@ def _config_files(conf: cfg.ConfigOpts) -> list[str]:
     if conf.config_dir:
         files.extend(sorted(glob.glob(os.path.join(conf.config_dir, "*.conf"))))
     return files
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())

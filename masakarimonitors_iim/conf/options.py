@@ -17,7 +17,7 @@ UPSTREAM_SOCK_PATH = r"/var/lib/libvirt/qemu/org\.qemu\.guest_agent\..*\.instanc
 
 IIM_GROUP = "introspectiveinstancemonitor"
 
-service_opts = [
+service_opts: list[cfg.Opt] = [
     cfg.StrOpt("host", default=socket.gethostname(),
                sample_default="<hostname>",
                help="Name of this host, as masakari-monitors uses it. Used as the "
@@ -27,7 +27,7 @@ service_opts = [
                     "the failover segment). Defaults to [DEFAULT] host."),
 ]
 
-monitor_opts = [
+monitor_opts: list[cfg.Opt] = [
     # upstream options -----------------------------------------------------
     cfg.IntOpt("guest_monitoring_interval", default=10, min=1,
                help="Seconds between two probe rounds of one domain."),
@@ -78,7 +78,7 @@ monitor_opts = [
                     "vir_domain_event is always STOPPED_FAILED."),
 ]
 
-callback_opts = [
+callback_opts: list[cfg.Opt] = [
     cfg.IntOpt("retry_max", default=12, min=0,
                help="Delivery attempts after which an undelivered notification "
                     "is reported as overdue (one ERROR log, and in status). "
@@ -98,7 +98,7 @@ callback_opts = [
                     "once the window has passed."),
 ]
 
-libvirt_opts = [
+libvirt_opts: list[cfg.Opt] = [
     cfg.StrOpt("connection_uri", default="qemu:///system",
                help="libvirt URI of the local hypervisor."),
 ]

@@ -87,11 +87,25 @@ def classify(code: int, domain: int, message: str) -> ErrorKind:
         # fsfreeze during a snapshot) holds the domain's agent job.
         return ErrorKind.AGENT_BUSY
     if code == VIR_ERR_INTERNAL_ERROR:
-        if "has been disabled" in msg:
-            return ErrorKind.COMMAND_DISABLED
-        if "has not been found" in msg:
-            return ErrorKind.COMMAND_NOT_FOUND
-        if "cannot parse json" in msg:
+        # libvirt wraps the agent's own error reply in an internal error.
+        kind = agent_reply_error_kind(msg)
+        if kind is ErrorKind.COMMAND_FAILED and "cannot parse json" in msg:
             return ErrorKind.BAD_REPLY
-        return ErrorKind.COMMAND_FAILED
+        return kind
     return ErrorKind.OTHER
+
+
+def agent_reply_error_kind(desc: str | None) -> ErrorKind:
+    """Name an error the agent itself answered with (its ``desc``).
+
+    The same words reach us two ways: wrapped by libvirt in an internal
+    error, or as the ``error`` member of a reply; both must be named
+    alike. qemu-ga says "The command X has been disabled for this
+    instance" (older) or "Command X has been disabled" (newer).
+    """
+    msg = (desc or "").lower()
+    if "has been disabled" in msg:
+        return ErrorKind.COMMAND_DISABLED
+    if "has not been found" in msg:
+        return ErrorKind.COMMAND_NOT_FOUND
+    return ErrorKind.COMMAND_FAILED

@@ -2,7 +2,7 @@
 
 libvirt needs an event loop for domain events, close callbacks and
 keepalive, and it must be registered before the first connection is
-opened and only once per process. Several ``Hypervisor`` objects (tests
+opened and only once per process. Several connections (tests
 make many) share it: the first ``acquire`` starts the thread, the last
 ``release`` stops it.
 """

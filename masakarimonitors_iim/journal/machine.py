@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from typing import Any
 
 from masakarimonitors_iim.verdict import ProbeResult
 from masakarimonitors_iim.verdict import Verdict
@@ -102,7 +103,7 @@ def new_record(uuid: str, name: str, now: float) -> Record:
                   since=now, updated_at=now)
 
 
-def _enter(rec: Record, state: State, now: float, **changes: object) -> Record:
+def _enter(rec: Record, state: State, now: float, **changes: Any) -> Record:
     """Replace fields, moving ``since`` only when the state really changes."""
     since = now if state is not rec.state else rec.since
     return dataclasses.replace(rec, state=state, since=since, updated_at=now,

@@ -1,1 +1,5 @@
-"""Delivery of failure notifications: the outbox sender and the drivers."""
+"""The notifier drivers: how one notification reaches Masakari (or a log).
+
+Retries, ordering and durability are the outbox's business
+(:mod:`masakarimonitors_iim.outbox`), so a driver only ever tries once.
+"""

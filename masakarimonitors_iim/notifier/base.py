@@ -25,7 +25,7 @@ class Notification:
     the same across retries. The one exception: when Masakari's duplicate
     window rejected the very first attempt because of a different, earlier
     notification, the sender re-stamps it before sending it again (see
-    :mod:`masakarimonitors_iim.notifier.sender`).
+    :mod:`masakarimonitors_iim.outbox.sender`).
     """
 
     instance_uuid: str

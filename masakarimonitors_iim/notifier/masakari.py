@@ -22,6 +22,7 @@ from oslo_config import cfg
 from oslo_log import log as logging
 from oslo_utils import strutils
 
+from masakarimonitors_iim.common.text import one_line
 from masakarimonitors_iim.notifier.base import DeliveryOutcome
 from masakarimonitors_iim.notifier.base import DeliveryStatus
 from masakarimonitors_iim.notifier.base import Notification
@@ -155,7 +156,8 @@ class MasakariNotifier(Notifier):
             group = self._auth_group()
             auth_type = self.conf[group].auth_type
             if auth_type:
-                loader = ks_loading.get_plugin_loader(auth_type)
+                # keystoneauth1's own hints leave the loader's type open.
+                loader: Any = ks_loading.get_plugin_loader(auth_type)
                 for opt in loader.get_options():
                     if opt.secret:
                         value = getattr(self.conf[group], opt.dest, None)
@@ -166,14 +168,15 @@ class MasakariNotifier(Notifier):
         return values
 
     def _scrub(self, detail: str) -> str:
-        """One line, bounded, with no credential in it, whatever the server echoed."""
-        text = " ".join(str(detail).split())
+        """One line, bounded, with no credential in it, whatever the server echoed.
+
+        Masked before it is cut, so a secret straddling the cap cannot
+        leave its first half behind.
+        """
+        text = str(detail)
         for secret in self._secrets():
             text = text.replace(secret, "***")
-        text = strutils.mask_password(text)
-        if len(text) > _MAX_DETAIL:
-            text = text[:_MAX_DETAIL - 3] + "..."
-        return text
+        return one_line(strutils.mask_password(text), _MAX_DETAIL)
 
 
 def _server_message(e: sdk_exc.HttpException) -> str:

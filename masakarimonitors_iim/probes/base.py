@@ -6,8 +6,9 @@ namespace, so a third-party package can add one without changes here.
 from __future__ import annotations
 
 import abc
+import functools
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, cast
 
 from stevedore import driver
 from stevedore import exception as stevedore_exc
@@ -60,6 +61,25 @@ class Probe(abc.ABC):
                 % (self.name, type(params).__name__))
         self.params = dict(params)
 
+    @classmethod
+    def policy_notes(cls, params: Mapping[str, Any], interval: float,
+                     timeout: float) -> list[str]:
+        """Warnings for settings that are valid alone but work against the
+        policy's ``interval`` or round ``timeout`` (e.g. a check allowed to
+        run longer than a round).
+
+        ``__init__`` cannot see these: it gets only ``params``, while the
+        interval and timeout come from other rules or per-instance keys and
+        are known only once a domain's policy is resolved. Only the probe
+        knows what its parameters mean, so the policy asks the class,
+        without an instance, for every domain on every resolution: keep it
+        cheap and side-effect free, and check types yourself (``params``
+        from the config file have not been through ``__init__``). The notes
+        reach ``masakari-iim policy show`` and the status output, so write
+        each as one line saying what to change.
+        """
+        return []
+
     def required_commands(self) -> set[str]:
         """Agent RPCs this probe needs; checked against guest-info at discovery."""
         return set()
@@ -95,7 +115,8 @@ class Deadline:
 
 def available_probes() -> list[str]:
     """Names of the installed probe plugins, for error messages."""
-    mgr = extension.ExtensionManager(NAMESPACE, invoke_on_load=False)
+    mgr: extension.ExtensionManager[Probe] = extension.ExtensionManager(
+        NAMESPACE, invoke_on_load=False)
     return sorted({ep.name for ep in mgr.list_entry_points()})
 
 
@@ -107,10 +128,10 @@ def load_probe(name: str, params: Mapping[str, Any]) -> Probe:
     policy loader can name the offending field either way.
     """
     try:
-        mgr = driver.DriverManager(NAMESPACE, name, invoke_on_load=True,
-                                   invoke_args=(params,),
-                                   on_load_failure_callback=None,
-                                   on_missing_entrypoints_callback=None)
+        mgr: driver.DriverManager[Probe] = driver.DriverManager(
+            NAMESPACE, name, invoke_on_load=True,
+            invoke_args=(params,), on_load_failure_callback=None,
+            on_missing_entrypoints_callback=None)
     except stevedore_exc.NoMatches:
         raise UnknownProbe(
             "no probe plugin named %r is installed (installed: %s): fix the "
@@ -120,4 +141,29 @@ def load_probe(name: str, params: Mapping[str, Any]) -> Probe:
         raise ProbeConfigError(
             "more than one installed package provides a probe named %r: "
             "uninstall one of them" % name) from None
-    return mgr.driver
+    # invoke_on_load: the driver is the instance, not the class.
+    return cast(Probe, mgr.driver)
+
+
+@functools.lru_cache(maxsize=None)
+def probe_class(name: str) -> type[Probe] | None:
+    """The class of the probe plugin called ``name``, without creating a
+    probe; None if no usable plugin has that name.
+
+    For policy resolution, which runs for every domain and must stay
+    cheap and never raise: the entry point is looked up and imported once
+    per name for the life of the process (stevedore caches entry points
+    per process too, so a newly installed plugin needs a restart either
+    way). Errors are for :func:`load_probe`, which the policy loader runs
+    on every probe in the file, to report.
+    """
+    try:
+        mgr: driver.DriverManager[Probe] = driver.DriverManager(
+            NAMESPACE, name, invoke_on_load=False,
+            on_missing_entrypoints_callback=None)
+        plugin = mgr.driver
+    except Exception:  # missing, duplicated or broken: load_probe says which
+        return None
+    if isinstance(plugin, type) and issubclass(plugin, Probe):
+        return plugin
+    return None

@@ -7,25 +7,20 @@ report UNKNOWN with the reason, never FAILED: a FAILED here would restart
 a healthy VM every time, because recovery cannot change the guest's agent
 configuration.
 
-Two places use this: the monitor at discovery (from guest-info, before
-the probe ever runs) and the probes themselves at run time (the guest's
-policy can change when qemu-ga restarts, and discovery may be stale).
+Two places use this: the prober at discovery (:func:`discover`, from
+guest-info, before the probes ever run) and the probes themselves at run
+time (the guest's policy can change when qemu-ga restarts, and discovery
+may be stale).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 from masakarimonitors_iim.common.text import one_line
-from masakarimonitors_iim.hypervisor.types import AgentError, ErrorKind
+from masakarimonitors_iim.hypervisor import errors
+from masakarimonitors_iim.hypervisor.types import AgentChannel, AgentError, ErrorKind
 from masakarimonitors_iim.probes.base import Probe
 from masakarimonitors_iim.verdict import ProbeResult
-
-#: qemu-ga's wording (older: "The command X has been disabled for this
-#: instance"; newer: "Command X has been disabled"), matched as a fallback
-#: in case the transport classified the error only as COMMAND_FAILED.
-_DISABLED_WORDS = ("has been disabled",)
-_NOT_FOUND_WORDS = ("has not been found",)
-
 
 def _commands(guest_info: Any) -> dict[str, bool] | None:
     """guest-info's ``supported_commands`` as name -> enabled, or None if
@@ -75,6 +70,35 @@ def blocked_reason(probe_name: str, blocked: set[str], guest_info: dict) -> str:
             % (probe_name, agent, ", ".join(parts)))
 
 
+#: guest-info refused this way says nothing about what the probes may use:
+#: run them, they turn a blocked RPC into UNKNOWN themselves.
+GUEST_INFO_REFUSED = {ErrorKind.COMMAND_DISABLED, ErrorKind.COMMAND_NOT_FOUND,
+                      ErrorKind.COMMAND_FAILED}
+
+
+def discover(agent: AgentChannel, probes: Iterable[Probe],
+             timeout: float) -> dict[str, ProbeResult]:
+    """Read guest-info once and return, for each probe the guest blocks,
+    the UNKNOWN result to give instead of running it.
+
+    Raises :class:`AgentError` when guest-info fails for a reason that
+    says something about the guest (timeout, agent gone): the caller
+    judges that like any failed call.
+    """
+    try:
+        info = agent.command("guest-info", None, timeout)
+    except AgentError as exc:
+        if exc.kind not in GUEST_INFO_REFUSED:
+            raise
+        info = {}       # refused: nothing known to be blocked
+    blocked = {}
+    for probe in probes:
+        result = check_probe(probe, info)
+        if result is not None:
+            blocked[probe.name] = result
+    return blocked
+
+
 def check_probe(probe: Probe, guest_info: dict) -> ProbeResult | None:
     """At discovery: the UNKNOWN result to report instead of running
     ``probe``, or None when the guest allows everything it needs."""
@@ -84,21 +108,24 @@ def check_probe(probe: Probe, guest_info: dict) -> ProbeResult | None:
     return ProbeResult.unknown(blocked_reason(probe.name, blocked, guest_info))
 
 
+def _kind(err: AgentError) -> ErrorKind:
+    """The error's kind, with a COMMAND_FAILED read again by the one rule
+    for qemu-ga's wording, in case an error reached the probe classified
+    only as COMMAND_FAILED."""
+    if err.kind is ErrorKind.COMMAND_FAILED:
+        return errors.agent_reply_error_kind(err.message)
+    return err.kind
+
+
 def is_blocked_error(err: AgentError) -> bool:
     """True when ``err`` says the RPC is disabled or unknown to the agent,
     rather than that the guest or the command misbehaved."""
-    if err.kind in (ErrorKind.COMMAND_DISABLED, ErrorKind.COMMAND_NOT_FOUND):
-        return True
-    if err.kind is ErrorKind.COMMAND_FAILED:
-        text = err.message.lower()
-        return any(w in text for w in _DISABLED_WORDS + _NOT_FOUND_WORDS)
-    return False
+    return _kind(err) in (ErrorKind.COMMAND_DISABLED, ErrorKind.COMMAND_NOT_FOUND)
 
 
 def runtime_blocked_reason(probe_name: str, command: str, err: AgentError) -> str:
     """The reason a probe gives when it meets a blocked RPC while running."""
-    text = err.message.lower()
-    if err.kind is ErrorKind.COMMAND_NOT_FOUND or any(w in text for w in _NOT_FOUND_WORDS):
+    if _kind(err) is ErrorKind.COMMAND_NOT_FOUND:
         return ("probe %r cannot run: guest agent does not support %s (too old?); "
                 "upgrade qemu-ga or remove the probe from the policy" % (probe_name, command))
     # qemu-ga also disables most RPCs while filesystems are frozen for a

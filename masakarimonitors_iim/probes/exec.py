@@ -44,7 +44,7 @@ import dataclasses
 import logging
 import re
 import threading
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeGuard
 
 from masakarimonitors_iim.common.text import one_line
 from masakarimonitors_iim.hypervisor.types import AgentChannel, AgentError, ErrorKind
@@ -108,6 +108,18 @@ class ExecProbe(Probe):
         self._closed = False
         self._close_agent: AgentChannel | None = None
         self._cleaned = False
+
+    @classmethod
+    def policy_notes(cls, params: Mapping[str, Any], interval: float,
+                     timeout: float) -> list[str]:
+        """A ``timeout`` beyond the round's is allowed (see the module
+        docstring) but makes the rounds in between UNKNOWN: say so."""
+        limit = params.get("timeout")
+        if isinstance(limit, (int, float)) and limit > timeout:
+            return ["probe 'exec' timeout %g s exceeds the round timeout %g s: the "
+                    "command spans rounds and the rounds in between report UNKNOWN"
+                    % (limit, timeout)]
+        return []
 
     def required_commands(self) -> set[str]:
         return {"guest-exec", "guest-exec-status"}
@@ -348,7 +360,8 @@ class ExecProbe(Probe):
         return data[:self.max_output].decode("utf-8", "replace"), cut
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
+    """An int that is not a bool: JSON ``true`` must not pass for exit code 1."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 

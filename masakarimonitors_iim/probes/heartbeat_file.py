@@ -72,10 +72,10 @@ class HeartbeatFileProbe(Probe):
         if "max_age" not in p:
             raise _params.fail(NAME, "max_age", "is required: seconds within which the "
                                "application must refresh the file, e.g. 30")
-        self.max_age = _params.number(NAME, p, "max_age", None, 1, 86400)
+        self.max_age = _seconds(p, "max_age", None, 1, 86400)
         self.format = _params.choice(NAME, p, "format", "timestamp", ("timestamp", "counter"))
         self.max_bytes = _params.integer(NAME, p, "max_bytes", 64, 1, 4096)
-        self.max_skew = _params.number(NAME, p, "max_skew", 10, 0, 86400)
+        self.max_skew = _seconds(p, "max_skew", 10, 0, 86400)
         if "max_skew" in p and self.format != "timestamp":
             raise _params.fail(NAME, "max_skew", "only applies to format 'timestamp': "
                                "remove it")
@@ -84,6 +84,19 @@ class HeartbeatFileProbe(Probe):
         self._stalled = 0.0                # watched seconds since the value last changed
         self._advanced = False             # value seen changing since the last blind gap
         self._last_look: float | None = None  # host monotonic time of the last read attempt
+
+    @classmethod
+    def policy_notes(cls, params: Mapping[str, Any], interval: float,
+                     timeout: float) -> list[str]:
+        """Each gap between reads counts for at most ``max_age / 2`` (see
+        the module docstring), so reads further apart than that stretch the
+        time to a FAILED: say so."""
+        max_age = params.get("max_age")
+        if isinstance(max_age, (int, float)) and max_age < 2 * interval:
+            return ["probe 'heartbeat_file' max_age %g s is less than twice the "
+                    "interval %g s: a stalled heartbeat may go unnoticed; raise "
+                    "max_age or lower interval" % (max_age, interval)]
+        return []
 
     def required_commands(self) -> set[str]:
         return set(GuestFileReader.REQUIRED_COMMANDS)
@@ -168,3 +181,13 @@ class HeartbeatFileProbe(Probe):
         return ProbeResult.unknown(
             "heartbeat timestamp is %+.0f s off the host clock; watching whether it "
             "advances (guest clock skew, or a stale heartbeat)" % -lag)
+
+
+def _seconds(params: Mapping[str, Any], field: str, default: float | None,
+             minimum: float, maximum: float) -> float:
+    """A number of seconds that cannot be None: ``_params.number`` passes an
+    explicit null through, and every use here is arithmetic."""
+    value = _params.number(NAME, params, field, default, minimum, maximum)
+    if value is None:
+        raise _params.fail(NAME, field, "must be a number, got None")
+    return value

@@ -7,83 +7,19 @@ import pytest
 from oslo_config import cfg
 
 from masakarimonitors_iim import conf as iim_conf
+from masakarimonitors_iim.db import Database
 from masakarimonitors_iim.hypervisor.types import (
-    AgentError, DomainInfo, DomainState, ErrorKind, EventKind, HypervisorUnavailable,
-    LifecycleEvent)
+    AgentError, DomainState, ErrorKind, EventKind, LifecycleEvent)
 from masakarimonitors_iim.journal.machine import State
-from masakarimonitors_iim.journal.store import JournalStore
 from masakarimonitors_iim.monitor import Monitor
+from masakarimonitors_iim.monitor.settings import settings_from_conf
 from masakarimonitors_iim.notifier.base import DeliveryOutcome, DeliveryStatus, Notifier
 from masakarimonitors_iim.workers import WorkerPool
+from tests.unit.fakes import FakeAgent, FakeHypervisor
 
 A = "11111111-1111-1111-1111-111111111111"
 B = "22222222-2222-2222-2222-222222222222"
 NOAGENT = "33333333-3333-3333-3333-333333333333"
-
-
-class FakeAgent:
-    def __init__(self, hv, uuid):
-        self.hv = hv
-        self.domain_uuid = uuid
-
-    def command(self, name, arguments=None, timeout=2.0):
-        self.hv.calls.append((self.domain_uuid, name))
-        if not self.hv.up:
-            raise AgentError(ErrorKind.CONNECTION_LOST, "client socket is closed")
-        behaviour = self.hv.behaviour.get(self.domain_uuid, "ok")
-        if name == "guest-info":
-            return {"version": "7.2", "supported_commands": [
-                {"name": "guest-ping", "enabled": True, "success-response": True}]}
-        if callable(behaviour):
-            return behaviour()
-        if behaviour == "ok":
-            return {}
-        raise AgentError(behaviour, "fake %s" % behaviour.value, code=86, domain=10)
-
-
-class FakeHypervisor:
-    """Stands in for hypervisor.connection.Hypervisor (the libvirt edge)."""
-
-    def __init__(self):
-        self.domains = {}
-        self.states = {}
-        self.behaviour = {}
-        self.calls = []
-        self.prepared = []
-        self.up = True
-
-    def add(self, uuid, name, has_agent=True):
-        self.domains[uuid] = DomainInfo(uuid=uuid, name=name, state=DomainState.RUNNING,
-                                        has_agent=has_agent)
-        self.states[uuid] = DomainState.RUNNING
-
-    def start(self):
-        pass
-
-    def stop(self, timeout=2.0):
-        pass
-
-    def wait_connected(self, timeout):
-        return self.up
-
-    def list_running_domains(self):
-        if not self.up:
-            raise HypervisorUnavailable("libvirtd is down")
-        return [d for u, d in self.domains.items() if self.states[u] is DomainState.RUNNING]
-
-    def domain_state(self, uuid):
-        if not self.up:
-            raise HypervisorUnavailable("libvirtd is down")
-        return self.states.get(uuid, DomainState.GONE)
-
-    def forget_domain(self, uuid):
-        pass
-
-    def prepare_agent(self, uuid, timeout):
-        self.prepared.append((uuid, timeout))
-
-    def agent(self, uuid):
-        return FakeAgent(self, uuid)
 
 
 class RecordingNotifier(Notifier):
@@ -117,6 +53,16 @@ class Clock:
         return self.t
 
 
+class WallClock:
+    """time.time, moved forward by ``offset`` when a test skips ahead."""
+
+    def __init__(self):
+        self.offset = 0.0
+
+    def __call__(self):
+        return time.time() + self.offset
+
+
 @pytest.fixture
 def conf(tmp_path):
     c = cfg.ConfigOpts()
@@ -136,15 +82,18 @@ class Rig:
         self.hv = FakeHypervisor()
         self.notifier = RecordingNotifier()
         self.clock = Clock()
+        self.wall = WallClock()
         self.pool = pool or InlinePool()
         self.open()
 
     def open(self):
-        self.store = JournalStore(self.conf.introspectiveinstancemonitor.journal_path)
-        self.mon = Monitor(self.conf, hypervisor=self.hv, store=self.store,
+        self.db = Database(self.conf.introspectiveinstancemonitor.journal_path)
+        self.mon = Monitor(settings_from_conf(self.conf), hypervisor=self.hv, db=self.db,
                            notifier=self.notifier, pool=self.pool, clock=self.clock,
-                           wall=time.time)
-        self.mon.recover_journal()
+                           wall=self.wall, spread=lambda: 0.0)
+        self.journal = self.mon.results.journal
+        self.outbox = self.mon.results.outbox
+        self.mon.results.recover()
 
     def rounds(self, n):
         """n probe rounds, each one interval apart, then deliver."""
@@ -155,10 +104,10 @@ class Rig:
         self.deliver()
 
     def deliver(self):
-        self.mon._sender.run_once()
+        self.mon.sender.run_once()
 
     def state(self, uuid):
-        return self.store.get(uuid).state
+        return self.journal.get(uuid).state
 
 
 def test_threshold_failures_give_exactly_one_notification(conf):
@@ -190,7 +139,7 @@ def test_domain_without_agent_is_unmonitored_and_never_probed(conf):
     rig = Rig(conf)
     rig.hv.add(NOAGENT, "plain", has_agent=False)
     rig.rounds(5)
-    assert rig.store.get(NOAGENT) is None
+    assert rig.journal.get(NOAGENT) is None
     assert all(u != NOAGENT for u, _ in rig.hv.calls)
     assert rig.mon.snapshot()["unmonitored"] == {NOAGENT: "no guest agent channel"}
 
@@ -252,18 +201,18 @@ def test_restart_of_monitor_neither_resends_nor_forgets(conf):
     rig.notifier.answer = DeliveryStatus.RETRY      # Masakari unreachable
     rig.rounds(3)
     assert rig.state(A) is State.REPORTED
-    assert len(rig.store.pending()) == 1
-    rig.store.close()
+    assert len(rig.outbox.pending()) == 1
+    rig.db.close()
 
     # a new monitor process: same journal, guest still failing
     rig.notifier.answer = DeliveryStatus.DELIVERED
     rig.notifier.sent.clear()
     rig.open()
     rig.clock.t += 10_000          # past any back-off
-    rig.mon._sender._clock = lambda: time.time() + 10_000
+    rig.wall.offset += 10_000
     rig.rounds(5)
     assert len(rig.notifier.sent) == 1               # the pending one, once
-    assert rig.store.pending() == []
+    assert rig.outbox.pending() == []
     assert rig.state(A) is State.REPORTED
 
 
@@ -282,7 +231,7 @@ def test_lifecycle_restart_starts_a_new_episode(conf):
     rig.hv.behaviour[A] = ErrorKind.AGENT_TIMEOUT
     rig.rounds(3)
     assert len(rig.notifier.sent) == 2
-    assert rig.store.get(A).episode == 2
+    assert rig.journal.get(A).episode == 2
 
 
 def test_domain_that_stops_is_no_longer_probed(conf):
@@ -499,7 +448,7 @@ def test_redefined_domain_reports_its_next_failure(conf):
     rig.hv.states[A] = DomainState.SHUTOFF
     rig.mon.handle_event(LifecycleEvent(EventKind.UNDEFINED, A, "vm-a"))
     rig.rounds(1)
-    assert rig.store.get(A) is None
+    assert rig.journal.get(A) is None
     rig.hv.states[A] = DomainState.RUNNING
     rig.hv.behaviour[A] = "ok"
     rig.mon.handle_event(LifecycleEvent(EventKind.STARTED, A, "vm-a"))
@@ -507,4 +456,4 @@ def test_redefined_domain_reports_its_next_failure(conf):
     rig.hv.behaviour[A] = ErrorKind.AGENT_TIMEOUT
     rig.rounds(3)
     assert len(rig.notifier.sent) == 2
-    assert rig.store.get(A).episode == 2
+    assert rig.journal.get(A).episode == 2

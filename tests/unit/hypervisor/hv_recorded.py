@@ -1,6 +1,6 @@
 """libvirt errors as real libvirt returned them, for table-driven tests.
 
-``data/recorded-libvirt-replies.json`` is a copy of the testbed recipe's
+``tests/data/recorded-libvirt-replies.json`` is a copy of the testbed recipe's
 recording (libvirt 9.0, QEMU TCG guests running qemu-ga 7.2). The
 connection-level errors below were recorded the same way against a
 private libvirtd 9.0 that was SIGSTOPped (keepalive), SIGTERMed (socket
@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import libvirt
 
-DATA = pathlib.Path(__file__).parent / "data" / "recorded-libvirt-replies.json"
+DATA = pathlib.Path(__file__).parents[2] / "data" / "recorded-libvirt-replies.json"
 
 
 def load() -> dict[str, Any]:

@@ -8,7 +8,7 @@ import libvirt
 import pytest
 
 from masakarimonitors_iim.hypervisor import errors
-from masakarimonitors_iim.hypervisor.errors import classify
+from masakarimonitors_iim.hypervisor.errors import agent_reply_error_kind, classify
 from masakarimonitors_iim.hypervisor.types import DomainState, ErrorKind
 from masakarimonitors_iim.verdict import Verdict, verdict_for
 
@@ -97,6 +97,32 @@ def test_classify(code, domain, message, expected):
 def test_classify_ignores_case_and_survives_none_message():
     assert classify(86, 10, "QEMU GUEST AGENT IS NOT CONNECTED") is K.AGENT_NOT_CONNECTED
     assert classify(86, 10, None) is K.AGENT_TIMEOUT
+
+
+@pytest.mark.parametrize("desc,expected", [
+    ("Command guest-exec has been disabled", K.COMMAND_DISABLED),
+    ("The command guest-file-open has been disabled for this instance", K.COMMAND_DISABLED),
+    ("The command guest-foo has not been found", K.COMMAND_NOT_FOUND),
+    ("COMMAND GUEST-EXEC HAS BEEN DISABLED", K.COMMAND_DISABLED),
+    ("Invalid parameter 'pid'", K.COMMAND_FAILED),
+    ("", K.COMMAND_FAILED),
+    (None, K.COMMAND_FAILED),
+])
+def test_agent_reply_error_kind(desc, expected):
+    assert agent_reply_error_kind(desc) is expected
+
+
+AGENT_ANSWERS = [r for r in RECORDED if r[1] == errors.VIR_ERR_INTERNAL_ERROR
+                 and "cannot parse json" not in r[3].lower()]
+
+
+@pytest.mark.parametrize("case_id,code,domain,message", AGENT_ANSWERS,
+                         ids=[r[0] for r in AGENT_ANSWERS])
+def test_agent_answers_are_named_alike_in_replies_and_libvirt_errors(case_id, code, domain,
+                                                                     message):
+    # libvirt wraps the agent's error desc in an internal error; the same
+    # desc in a reply's "error" member must get the same kind.
+    assert agent_reply_error_kind(message) is classify(code, domain, message)
 
 
 ERROR_NUMBERS = [n for n in dir(errors) if n.startswith(("VIR_ERR_", "VIR_FROM_"))]

@@ -53,7 +53,7 @@ class FakeMasakari:
 
     def __init__(self):
         self.mode = "accept"
-        self.posts = []
+        self.posts: list[object] = []
         self.release = threading.Event()
         fake = self
 
@@ -225,6 +225,7 @@ def test_timeout_defaults_when_unset(fake, tmp_path):
                      "endpoint = http://127.0.0.1:%d/v1\n" % fake.port)
     n = MasakariNotifier(conf)
     assert n.send(notification()).status is DeliveryStatus.DELIVERED
+    assert n._conn is not None
     assert n._conn.session.timeout == masakari_mod.DEFAULT_TIMEOUT
 
 

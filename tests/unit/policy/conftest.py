@@ -11,7 +11,8 @@ on disk under ~/.cache/python-entrypoints, keyed by path and mtimes).
 The fixture gives each test a fresh namespace cache and a private
 ``_cache.Cache`` whose directory holds a ``.disable`` file, so nothing
 is read from or written to the user's cache and nothing leaks between
-tests.
+tests. It also empties ``probes.base.probe_class``'s cache (the classes
+policy resolution asks for notes), before and after each "install".
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from stevedore import _cache as stevedore_cache
 from stevedore import extension
 
 from masakarimonitors_iim.hypervisor.types import DomainInfo, DomainState, NovaMetadata
+from masakarimonitors_iim.probes.base import probe_class
 
 INSTANCE_UUID = "0e5b2c1a-6f7d-4c3b-9a8e-1d2c3b4a5f60"
 
@@ -63,8 +65,11 @@ def install_dist(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> Cal
         # Forget what stevedore saw before this "pip install".
         extension.ExtensionManager.ENTRY_POINT_CACHE.clear()
         cache._internal.clear()
+        probe_class.cache_clear()
 
+    probe_class.cache_clear()
     yield install
+    probe_class.cache_clear()
     for name in added_modules:
         sys.modules.pop(name, None)
 

@@ -101,6 +101,11 @@ RULE = "version: 1\nrules:\n  - name: web\n"
      "probes[0].params"),
     (RULE + "    probes: [{name: heartbeat_file, params: {path: /hb}}]\n",
      "rule 'web' (#1)", "probes[0].params"),
+    # an explicit null is not a number of seconds (it used to crash every round)
+    (RULE + "    probes: [{name: heartbeat_file, params: {path: /hb, max_age: null}}]\n",
+     "must be a number, got None", "probes[0].params"),
+    (RULE + "    probes: [{name: heartbeat_file, params: {path: /hb, max_age: 30, "
+     "max_skew: ~}}]\n", "parameter 'max_skew'", "probes[0].params"),
     (RULE + "    probe_set: nope\n", "rule 'web' (#1)", "probe_set"),
     (RULE + "    probe_set: x\n    probes: [ping]\n", "rule 'web' (#1)", "probe_set"),
     # match

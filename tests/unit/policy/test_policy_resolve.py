@@ -194,6 +194,29 @@ def test_combination_notes(write_policy, make_domain):
     assert any("less than twice the interval" in n for n in notes)
 
 
+EXEC_NOTE = ("probe 'exec' timeout %s s exceeds the round timeout 4 s: the command spans "
+             "rounds and the rounds in between report UNKNOWN")
+HEARTBEAT_NOTE = ("probe 'heartbeat_file' max_age %s s is less than twice the interval 20 s: "
+                  "a stalled heartbeat may go unnoticed; raise max_age or lower interval")
+
+
+@pytest.mark.parametrize("probe, notes", [
+    ("{name: exec, params: {command: [/bin/check], timeout: 30}}", [EXEC_NOTE % "30"]),
+    ("{name: exec, params: {command: [/bin/check], timeout: 4.5}}", [EXEC_NOTE % "4.5"]),
+    ("{name: exec, params: {command: [/bin/check], timeout: 4}}", []),
+    ("{name: exec, params: {command: [/bin/check]}}", []),
+    ("{name: heartbeat_file, params: {path: /run/hb, max_age: 39.5}}", [HEARTBEAT_NOTE % "39.5"]),
+    ("{name: heartbeat_file, params: {path: /run/hb, max_age: 40}}", []),
+    ("ping", []),
+])
+def test_builtin_probe_notes(write_policy, make_domain, probe, notes):
+    # The texts the exec and heartbeat_file probes give through policy_notes.
+    policy_file = load_policy_file(write_policy(
+        "version: 1\nrules:\n  - name: r\n    interval: 20\n    timeout: 4\n"
+        "    probes: [%s]\n" % probe))
+    assert list(resolve(DEFAULTS, make_domain(), policy_file).notes) == notes
+
+
 def test_resolve_is_pure(policy_file, make_domain):
     domain = make_domain(flavor_extra_specs={"masakari_iim:interval": "12"})
     before = copy.deepcopy((policy_file, domain))

@@ -1,11 +1,23 @@
 """A probe from a separately installed package is picked up through its
-entry point alone: loadable, validated by the policy loader, runnable."""
+entry point alone: loadable, validated by the policy loader, runnable,
+and heard by policy resolution about its own parameters."""
 from __future__ import annotations
 
 import pytest
 
-from masakarimonitors_iim.policy import PolicyError, load_policy_file
-from masakarimonitors_iim.probes.base import UnknownProbe, available_probes, load_probe
+from masakarimonitors_iim.policy import (
+    Defaults,
+    PolicyError,
+    explain,
+    load_policy_file,
+    resolve,
+)
+from masakarimonitors_iim.probes.base import (
+    UnknownProbe,
+    available_probes,
+    load_probe,
+    probe_class,
+)
 from masakarimonitors_iim.verdict import Verdict
 
 PLUGIN = '''
@@ -42,6 +54,37 @@ class BrokenProbe(Probe):
 
     def run(self, agent, timeout):
         raise AssertionError
+
+
+class WindowProbe(Probe):
+    """Averages over ``window`` seconds and may use ``budget`` per round."""
+
+    name = "example_window"
+
+    @classmethod
+    def policy_notes(cls, params, interval, timeout):
+        notes = []
+        if params.get("window", 60) < interval:
+            notes.append("probe 'example_window' window %g s is shorter than the "
+                         "interval %g s" % (params["window"], interval))
+        if params.get("budget", 0) > timeout:
+            notes.append("probe 'example_window' budget %g s exceeds the round "
+                         "timeout %g s" % (params["budget"], timeout))
+        return notes
+
+    def run(self, agent, timeout):
+        return ProbeResult.healthy()
+
+
+class NotesBugProbe(Probe):
+    name = "example_notes_bug"
+
+    @classmethod
+    def policy_notes(cls, params, interval, timeout):
+        raise RuntimeError("notes bug")
+
+    def run(self, agent, timeout):
+        return ProbeResult.healthy()
 '''
 
 POLICY = "version: 1\nrules:\n  - name: sip\n    probes:\n      - ping\n      - %s\n"
@@ -54,7 +97,9 @@ def third_party(install_dist):
     install_dist("iim-example-probes",
                  {"masakarimonitors_iim.probes": {
                      "example_port": "iim_example_probes:PortProbe",
-                     "example_broken": "iim_example_probes:BrokenProbe"}},
+                     "example_broken": "iim_example_probes:BrokenProbe",
+                     "example_window": "iim_example_probes:WindowProbe",
+                     "example_notes_bug": "iim_example_probes:NotesBugProbe"}},
                  {"iim_example_probes": PLUGIN})
 
 
@@ -89,7 +134,54 @@ def test_a_plugin_bug_rejects_the_file_instead_of_crashing(third_party, write_po
     assert "field 'probes[1]'" in str(info.value) and "plugin bug" in str(info.value)
 
 
+NOTES_POLICY = """\
+version: 1
+rules:
+  - name: r
+    interval: 20
+    timeout: 5
+    probes:
+      - ping
+      - %s
+"""
+WINDOW_SHORT = "probe 'example_window' window 10 s is shorter than the interval 20 s"
+
+
+@pytest.mark.parametrize("probe, extra_specs, notes", [
+    # the default hook: no notes
+    ("{name: example_port, params: {port: 5060}}", {}, []),
+    ("{name: example_window, params: {window: 60}}", {}, []),
+    ("{name: example_window, params: {window: 10}}", {}, [WINDOW_SHORT]),
+    # several notes from one probe, in the probe's order
+    ("{name: example_window, params: {window: 10, budget: 9}}", {},
+     [WINDOW_SHORT, "probe 'example_window' budget 9 s exceeds the round timeout 5 s"]),
+    # judged against the final values, after per-instance keys
+    ("{name: example_window, params: {window: 10}}", {"masakari_iim:interval": "5"}, []),
+    ("{name: example_window, params: {window: 30}}", {"masakari_iim:interval": "40"},
+     ["probe 'example_window' window 30 s is shorter than the interval 40 s"]),
+    # a plugin's bug is a note, never an exception out of resolve()
+    ("example_notes_bug", {},
+     ["probe 'example_notes_bug': checking its parameters against the policy "
+      "failed: notes bug"]),
+])
+def test_policy_notes_hook(third_party, write_policy, make_domain, probe, extra_specs, notes):
+    policy_file = load_policy_file(write_policy(NOTES_POLICY % probe))
+    policy = resolve(Defaults(interval=30, timeout=10, failure_threshold=3),
+                     make_domain(flavor_extra_specs=extra_specs), policy_file)
+    assert list(policy.notes) == notes
+    lines = explain(policy)
+    assert lines[len(lines) - len(notes):] == ["note: %s" % note for note in notes]
+
+
+def test_probe_class_never_instantiates(third_party):
+    broken = probe_class("example_broken")      # its __init__ raises
+    assert broken is not None and broken.__name__ == "BrokenProbe"
+    assert probe_class("example_broken") is broken     # cached
+    assert probe_class("no_such_probe") is None
+
+
 def test_gone_again_after_the_test(install_dist):
     # A fresh fixture: the previous test's package is not visible.
     with pytest.raises(UnknownProbe):
         load_probe("example_port", {"port": 5060})
+    assert probe_class("example_port") is None

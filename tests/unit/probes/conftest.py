@@ -1,12 +1,13 @@
 """An agent fake that replays what real libvirt + qemu-ga answered.
 
-``data/recorded-libvirt-replies.json`` is a copy of the testbed recipe's
+``tests/data/recorded-libvirt-replies.json`` is a copy of the testbed recipe's
 recording (libvirt-python's errors and agent replies on real TCG guests).
 Errors are replayed from it; reply shapes it does not hold (a finished
 guest-exec, guest-file-read) follow the qemu-ga schema.
 
-``agent_error`` stands in for the hypervisor layer's classification of a
-libvirt error: the probes only ever see the resulting AgentError.
+``agent_error`` classifies a recorded libvirt error with the hypervisor
+layer's own (pure) classifier: the probes only ever see the resulting
+AgentError.
 """
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ from typing import Any, Callable
 
 import pytest
 
-from masakarimonitors_iim.hypervisor.types import AgentError, ErrorKind
+from masakarimonitors_iim.hypervisor import errors
+from masakarimonitors_iim.hypervisor.types import AgentError
 
-DATA = pathlib.Path(__file__).parent / "data" / "recorded-libvirt-replies.json"
+DATA = pathlib.Path(__file__).parents[2] / "data" / "recorded-libvirt-replies.json"
 RECORDED = json.loads(DATA.read_text())["failures"]
 
 
@@ -27,25 +29,7 @@ def agent_error(entry: dict) -> AgentError:
     """A recorded libvirt error as the hypervisor layer would raise it."""
     err = entry.get("err", entry)
     code, msg = err["code"], err["msg"]
-    if code == 86:
-        kind = ErrorKind.AGENT_NOT_CONNECTED if "not connected" in msg \
-            else ErrorKind.AGENT_TIMEOUT
-    elif code == 55:
-        kind = ErrorKind.DOMAIN_NOT_RUNNING
-    elif code == 42:
-        kind = ErrorKind.NO_DOMAIN
-    elif code == 3:
-        kind = ErrorKind.UNSUPPORTED
-    elif code == 1 and "has been disabled" in msg:
-        kind = ErrorKind.COMMAND_DISABLED
-    elif code == 1 and "has not been found" in msg:
-        kind = ErrorKind.COMMAND_NOT_FOUND
-    elif code == 1 and "cannot parse json" in msg:
-        kind = ErrorKind.BAD_REPLY
-    elif code == 1:
-        kind = ErrorKind.COMMAND_FAILED
-    else:
-        kind = ErrorKind.OTHER
+    kind = errors.classify(code, err["domain"], msg)
     return AgentError(kind, msg, code=code, domain=err["domain"])
 
 

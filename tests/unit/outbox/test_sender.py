@@ -6,25 +6,28 @@ import logging
 import threading
 import time
 
+from oslo_config import cfg
 import pytest
 
+from masakarimonitors_iim.common.backoff import next_delay
+from masakarimonitors_iim.db import Database
 from masakarimonitors_iim.journal import machine
 from masakarimonitors_iim.journal.machine import State
-from masakarimonitors_iim.journal.store import JournalStore
-from masakarimonitors_iim.notifier import sender as sender_mod
 from masakarimonitors_iim.notifier.base import DeliveryOutcome
 from masakarimonitors_iim.notifier.base import DeliveryStatus
 from masakarimonitors_iim.notifier.base import format_generated_time
 from masakarimonitors_iim.notifier.base import make_notification
 from masakarimonitors_iim.notifier.base import Notifier
-from masakarimonitors_iim.notifier.sender import next_delay
-from masakarimonitors_iim.notifier.sender import Sender
+from masakarimonitors_iim.outbox import sender as sender_mod
+from masakarimonitors_iim.outbox.sender import Sender
+from masakarimonitors_iim.outbox.store import OutboxStore
+from tests.unit.outbox.helpers import save
 
 OK = DeliveryOutcome(DeliveryStatus.DELIVERED, "accepted")
 RETRY = DeliveryOutcome(DeliveryStatus.RETRY, "HTTP 500: boom")
 NO = DeliveryOutcome(DeliveryStatus.REJECTED, "HTTP 400: no such host")
 DUP = DeliveryOutcome(DeliveryStatus.DUPLICATE, "HTTP 409: is duplicate")
-LOGGER = "masakarimonitors_iim.notifier.sender"
+LOGGER = "masakarimonitors_iim.outbox.sender"
 
 
 class FakeNotifier(Notifier):
@@ -33,7 +36,7 @@ class FakeNotifier(Notifier):
     name = "fake"
 
     def __init__(self, *script):
-        super().__init__(None)
+        super().__init__(cfg.ConfigOpts())
         self.script = list(script)
         self.sent = []
         self.called = threading.Event()
@@ -57,16 +60,15 @@ class Clock:
 
 @pytest.fixture
 def store(tmp_path):
-    s = JournalStore(str(tmp_path / "journal.db"))
-    yield s
-    s.close()
+    with Database(str(tmp_path / "journal.db")) as db:
+        yield OutboxStore(db)
 
 
 def queue(store, uuid="u-1", t=1000.0, episode=1):
     rec = machine.Record(uuid=uuid, name=uuid, state=State.REPORTED,
                          episode=episode, since=t, updated_at=t)
-    assert store.save(rec, make_notification(uuid, "host1", t))
-    return store.outbox_rows()[-1]
+    assert save(store.db, rec, make_notification(uuid, "host1", t))
+    return store.rows()[-1]
 
 
 def make(store, notifier, clock=None, **kw):
@@ -126,7 +128,7 @@ def test_delivered(store, caplog):
     notifier = FakeNotifier(OK)
     make(store, notifier).run_once()
     assert notifier.sent == [entry.notification]
-    [row] = store.outbox_rows()
+    [row] = store.rows()
     assert (row.status, row.attempts, row.delivered_at, row.last_error) == (
         "delivered", 1, 1000.0, "accepted")
     [info] = records(caplog, logging.INFO)
@@ -136,7 +138,7 @@ def test_delivered(store, caplog):
 def test_rejected_is_a_dead_letter(store, caplog):
     queue(store)
     make(store, FakeNotifier(NO)).run_once()
-    [row] = store.outbox_rows()
+    [row] = store.rows()
     assert (row.status, row.attempts, row.last_error) == (
         "dead", 1, "HTTP 400: no such host")
     [err] = records(caplog, logging.ERROR)
@@ -175,7 +177,7 @@ def test_retry_backs_off_and_never_gives_up(store, caplog):
     notifier.script = [OK]
     clock.t = row.next_attempt_at
     s.run_once()
-    [done] = store.outbox_rows()
+    [done] = store.rows()
     assert (done.status, done.attempts) == ("delivered", 9)
 
 
@@ -210,7 +212,7 @@ def test_entries_go_one_by_one_oldest_first(store):
     notifier = FakeNotifier(NO, OK)
     make(store, notifier).run_once()
     assert [n.instance_uuid for n in notifier.sent] == ["u-2", "u-1"]
-    assert [e.status for e in store.outbox_rows()] == [
+    assert [e.status for e in store.rows()] == [
         "delivered", "dead", "pending"]
 
 
@@ -252,7 +254,7 @@ def test_first_attempt_409_is_a_collision_resent_restamped(store, caplog):
     stamped = format_generated_time(1180.5)
     assert notifier.sent[1] == dataclasses.replace(entry.notification,
                                                    generated_time=stamped)
-    [done] = store.outbox_rows()
+    [done] = store.rows()
     assert (done.status, done.attempts, done.last_error) == (
         "delivered", 2, "accepted")
     assert done.notification.generated_time == stamped
@@ -267,7 +269,7 @@ def test_409_after_an_attempt_that_may_have_landed_is_delivered(store):
     s.run_once()
     clock.t = store.pending()[0].next_attempt_at
     s.run_once()
-    [row] = store.outbox_rows()
+    [row] = store.rows()
     assert (row.status, row.attempts) == ("delivered", 2)
     assert row.last_error.startswith("Masakari already had it (409 duplicate)")
     # the same generated_time both times: never re-stamped
@@ -279,19 +281,21 @@ class Crash(BaseException):
 
 
 def test_attempt_cut_short_by_a_crash_counts_after_restart(tmp_path):
-    """The POST landed, then the process died before mark_delivered: after
+    """The POST landed, then the process died before settle: after
     the restart Masakari answers 409, and that is the proof of delivery."""
     path = str(tmp_path / "journal.db")
-    with JournalStore(path) as first:
+    with Database(path) as first_db:
+        first = OutboxStore(first_db)
         queue(first)
         with pytest.raises(Crash):
             make(first, FakeNotifier(Crash())).run_once()
-    with JournalStore(path) as store:
+    with Database(path) as db:
+        store = OutboxStore(db)
         [row] = store.pending()
         assert (row.attempts, row.maybe_landed) == (1, 1)
         notifier = FakeNotifier(DUP)
         make(store, notifier, Clock(5000.0)).run_once()
-        [row] = store.outbox_rows()
+        [row] = store.rows()
         assert (row.status, row.attempts) == ("delivered", 2)
         assert "already had it" in row.last_error
         assert notifier.sent[0].generated_time == format_generated_time(1000.0)
@@ -320,7 +324,7 @@ def test_restamped_row_that_collides_again_is_not_taken_as_delivered(store, capl
     assert (row.attempts, row.maybe_landed) == (3, 1)
     clock.t = row.next_attempt_at
     s.run_once()                                # 409: the timeout had landed
-    [row] = store.outbox_rows()
+    [row] = store.rows()
     assert (row.status, row.attempts) == ("delivered", 4)
     times = [n.generated_time for n in notifier.sent]
     assert times == [format_generated_time(t) for t in
@@ -355,9 +359,10 @@ def wait_for(predicate, timeout=5.0):
 
 def test_pending_rows_from_a_previous_run_go_on_start(tmp_path):
     path = str(tmp_path / "journal.db")
-    with JournalStore(path) as first:
-        queue(first, "u-old")
-    with JournalStore(path) as store:
+    with Database(path) as first:
+        queue(OutboxStore(first), "u-old")
+    with Database(path) as db:
+        store = OutboxStore(db)
         notifier = FakeNotifier(OK)
         s = Sender(store, notifier, retry_interval=1, retry_max=3,
                    poll_interval=60)
@@ -393,21 +398,18 @@ def test_stop_without_start_and_twice(store):
     assert s.stop(5)
 
 
-class FlakyStore:
-    """A store whose due() fails a few times, then works."""
+class FlakyStore(OutboxStore):
+    """An outbox whose due() fails a few times, then works."""
 
     def __init__(self, real, failures):
-        self.real = real
+        super().__init__(real.db)
         self.failures = failures
 
-    def due(self, now, limit):
+    def due(self, now, limit=50):
         if self.failures:
             self.failures -= 1
             raise OSError("disk I/O error")
-        return self.real.due(now, limit)
-
-    def __getattr__(self, name):
-        return getattr(self.real, name)
+        return super().due(now, limit)
 
 
 def test_loop_survives_failures_and_logs_once(store, caplog):

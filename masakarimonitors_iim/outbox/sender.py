@@ -1,8 +1,9 @@
 """The outbox sender: delivers queued notifications until Masakari has them.
 
 It runs in its own thread so a slow or unreachable Masakari never delays a
-probe round, and it reads its work from the journal database, so whatever
-was pending when the process died is delivered after the restart.
+probe round, and it reads its work from the outbox in the monitor's
+database, so whatever was pending when the process died is delivered
+after the restart.
 
 Unlike upstream masakari-monitors, which marks a notification sent after
 ``retry_max`` failed attempts and so silently loses it, this sender never
@@ -21,7 +22,7 @@ within that window of the previous one is refused too, and Masakari never
 acts on it. The rule, per outbox row:
 
 * every attempt is recorded durably *before* it is sent
-  (``store.begin_attempt``), so an attempt cut short by a crash counts;
+  (``OutboxStore.begin_attempt``), so an attempt cut short by a crash counts;
 * an attempt "may have landed" unless Masakari answered it with a 409
   duplicate while no earlier attempt may have landed; 2xx settles the row,
   a rejecting 4xx kills it, a 5xx, timeout or crash may come after
@@ -47,17 +48,22 @@ import time
 
 from oslo_log import log as logging
 
-from masakarimonitors_iim.journal.store import JournalStore
-from masakarimonitors_iim.journal.store import OutboxEntry
+from masakarimonitors_iim.common.backoff import next_delay
+from masakarimonitors_iim.common.logonce import LogOnce
+from masakarimonitors_iim.common.text import one_line
 from masakarimonitors_iim.notifier.base import DeliveryOutcome
 from masakarimonitors_iim.notifier.base import DeliveryStatus
 from masakarimonitors_iim.notifier.base import format_generated_time
 from masakarimonitors_iim.notifier.base import Notifier
+from masakarimonitors_iim.outbox.store import DEAD
+from masakarimonitors_iim.outbox.store import DELIVERED
+from masakarimonitors_iim.outbox.store import OutboxEntry
+from masakarimonitors_iim.outbox.store import OutboxStore
 
 LOG = logging.getLogger(__name__)
 
 #: Longest idle wait between outbox scans when nothing wakes the sender;
-#: a safety net, since save() callers are expected to call wake().
+#: a safety net, since whoever queues a row is expected to call wake().
 POLL_INTERVAL = 1.0
 
 #: Entries fetched per scan; more are picked up on the next scan.
@@ -70,28 +76,6 @@ MAX_DETAIL = 1000
 DUPLICATE_WINDOW = 180.0
 
 
-def next_delay(attempt: int, retry_interval: float, max_backoff: float,
-               rng: Callable[[], float] = random.random) -> float:
-    """Seconds to wait after failed attempt number ``attempt`` (1-based).
-
-    Exponential (``retry_interval * 2**(attempt-1)``) so a Masakari outage
-    is not hammered by every host at once, capped at ``max_backoff`` so a
-    recovered Masakari is reached again within minutes, and scaled by a
-    jitter in [0.5, 1.0] so hosts that failed together do not retry in
-    lockstep.
-    """
-    if retry_interval <= 0 or max_backoff <= 0:
-        raise ValueError("retry_interval and max_backoff must be > 0")
-    exponent = min(max(attempt, 1) - 1, 62)   # 2**62 s is beyond any cap
-    base = min(retry_interval * (2 ** exponent), max_backoff)
-    return base * (0.5 + 0.5 * rng())
-
-
-def _one_line(text: str) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= MAX_DETAIL else line[:MAX_DETAIL - 3] + "..."
-
-
 class Sender:
     """Owns the delivery thread; everything else only calls :meth:`wake`.
 
@@ -102,7 +86,7 @@ class Sender:
     make the sender hammer Masakari).
     """
 
-    def __init__(self, store: JournalStore, notifier: Notifier, *,
+    def __init__(self, outbox: OutboxStore, notifier: Notifier, *,
                  retry_interval: float, retry_max: int,
                  max_backoff: float = 300,
                  duplicate_window: float = DUPLICATE_WINDOW,
@@ -114,7 +98,7 @@ class Sender:
                 "retry_interval, max_backoff and poll_interval must be > 0")
         if duplicate_window < 0:
             raise ValueError("duplicate_window must be >= 0")
-        self.store = store
+        self.outbox = outbox
         self.notifier = notifier
         self.retry_interval = float(retry_interval)
         self.retry_max = max(int(retry_max), 1)
@@ -126,8 +110,10 @@ class Sender:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._loop_error: str | None = None
-        self._raise_logged: set[int] = set()
+        # A failing loop is logged once per distinct error, a raising
+        # notifier once per entry until it settles, not at every poll.
+        self._loop_log = LogOnce(LOG)
+        self._raise_log = LogOnce(LOG)
 
     # -- thread control ----------------------------------------------------
 
@@ -170,16 +156,13 @@ class Sender:
         while not self._stopping.is_set():
             try:
                 delay = self.run_once()
-                if self._loop_error is not None:
-                    LOG.info("notification sender working again")
-                    self._loop_error = None
+                self._loop_log.resolved("notification sender working again")
             except Exception as e:
-                # Log a failing loop once per distinct error, not every poll.
-                text = _one_line("%s: %s" % (type(e).__name__, e))
-                if text != self._loop_error:
-                    LOG.exception("notification sender iteration failed, "
-                                  "will keep trying: %s", text)
-                    self._loop_error = text
+                self._loop_log.problem(
+                    "notification sender iteration failed, will keep "
+                    "trying: %s", one_line("%s: %s" % (type(e).__name__, e),
+                                           MAX_DETAIL),
+                    level=logging.ERROR, exc_info=True)
                 delay = self.poll_interval
             self._wake.wait(delay)
             self._wake.clear()
@@ -192,11 +175,11 @@ class Sender:
         Public so tests (and a one-shot "flush" command) can drive the
         sender without its thread.
         """
-        for entry in self.store.due(self._clock(), BATCH):
+        for entry in self.outbox.due(self._clock(), BATCH):
             if self._stopping.is_set():
                 return 0.0
             self._deliver(entry)
-        pending = self.store.pending()
+        pending = self.outbox.pending()
         if not pending:
             return self.poll_interval
         until = pending[0].next_attempt_at - self._clock()
@@ -208,54 +191,55 @@ class Sender:
         except Exception as e:
             # The driver broke its no-raise contract: a bug, but the
             # notification is still owed, so treat it as retryable.
-            text = _one_line("notifier %s raised %s: %s"
-                             % (self.notifier.name or type(self.notifier).__name__,
-                                type(e).__name__, e))
-            if entry.id not in self._raise_logged:
-                self._raise_logged.add(entry.id)
-                LOG.exception("notification for %s: %s",
-                              entry.notification.instance_uuid, text)
+            text = one_line("notifier %s raised %s: %s"
+                            % (self.notifier.name or type(self.notifier).__name__,
+                               type(e).__name__, e), MAX_DETAIL)
+            if not self._raise_log.active(entry.id):   # once per entry
+                self._raise_log.problem("notification for %s: %s",
+                                        entry.notification.instance_uuid, text,
+                                        key=entry.id, level=logging.ERROR,
+                                        exc_info=True)
             return DeliveryOutcome(DeliveryStatus.RETRY, text)
 
     def _deliver(self, entry: OutboxEntry) -> None:
         if entry.restamp_due:
             # The last attempt collided in Masakari's duplicate window.
             stamped = format_generated_time(self._clock())
-            if self.store.restamp(entry.id, stamped):
+            if self.outbox.restamp(entry.id, stamped):
                 entry = dataclasses.replace(entry, notification=dataclasses.replace(
                     entry.notification, generated_time=stamped))
         n = entry.notification
-        landed_before = self.store.begin_attempt(entry.id)
+        landed_before = self.outbox.begin_attempt(entry.id)
         if landed_before is None:
             return      # settled since due() listed it
         outcome = self._attempt(entry)
         attempts = entry.attempts + 1
         now = self._clock()
-        detail = _one_line(outcome.detail)
+        detail = one_line(outcome.detail, MAX_DETAIL)
         if outcome.status is DeliveryStatus.DUPLICATE:
             if landed_before > 0:
                 outcome = DeliveryOutcome(DeliveryStatus.DELIVERED, outcome.detail)
-                detail = _one_line("Masakari already had it (409 duplicate): "
-                                   + outcome.detail)
+                detail = one_line("Masakari already had it (409 duplicate): "
+                                  + outcome.detail, MAX_DETAIL)
             else:
                 self._collided(entry, attempts, now, detail)
                 return
         if outcome.status is DeliveryStatus.DELIVERED:
-            self.store.mark_delivered(entry.id, now, detail)
-            self._raise_logged.discard(entry.id)
+            self.outbox.settle(entry.id, DELIVERED, now, detail)
+            self._raise_log.resolved(key=entry.id)
             LOG.info("notification for %s (episode %d) delivered after %d "
                      "attempt(s)%s", n.instance_uuid, entry.episode, attempts,
                      ": " + detail if detail else "")
         elif outcome.status is DeliveryStatus.REJECTED:
-            self.store.mark_dead(entry.id, detail, now)
-            self._raise_logged.discard(entry.id)
+            self.outbox.settle(entry.id, DEAD, now, detail)
+            self._raise_log.resolved(key=entry.id)
             LOG.error("notification for %s (episode %d) rejected by "
                       "Masakari, not retrying; kept as a dead letter: %s",
                       n.instance_uuid, entry.episode, detail)
         else:
             delay = next_delay(attempts, self.retry_interval,
                                self.max_backoff, self._rng)
-            self.store.mark_retry(entry.id, attempts, now + delay, detail)
+            self.outbox.mark_retry(entry.id, attempts, now + delay, detail)
             if attempts == self.retry_max:
                 LOG.error("notification for %s still undelivered after %d "
                           "attempts, will keep retrying every %gs at most: "
@@ -276,10 +260,10 @@ class Sender:
         that one is out of Masakari's window."""
         n = entry.notification
         delay = max(self.duplicate_window, self.retry_interval)
-        self.store.mark_collision(entry.id, now + delay, _one_line(
+        self.outbox.mark_collision(entry.id, now + delay, one_line(
             "%s; collided with an earlier notification in Masakari's "
             "duplicate window, re-sent with a new generated_time after it"
-            % detail))
+            % detail, MAX_DETAIL))
         again, hint = "", ""
         if attempts > 1:    # earlier attempts collided too
             again = " again"

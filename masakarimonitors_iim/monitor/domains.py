@@ -1,0 +1,137 @@
+"""What the scheduler keeps about each monitored domain while it runs.
+
+The journal holds the durable facts; :class:`Watched` holds the runtime
+ones (probe objects, timing, graces, what discovery learnt). It is owned
+by the scheduler thread: workers never see it, they get a frozen
+:class:`RoundSpec` made from it (:meth:`Watched.round_spec`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+from oslo_log import log as logging
+
+from masakarimonitors_iim import policy as policy_mod
+from masakarimonitors_iim.hypervisor.types import AgentChannel, DomainInfo
+from masakarimonitors_iim.notifier.base import format_generated_time
+from masakarimonitors_iim.prober import RoundOutcome, RoundSpec
+from masakarimonitors_iim.probes import base as probes_base
+from masakarimonitors_iim.verdict import ProbeResult
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Watched:
+    """Runtime-only facts about one monitored domain."""
+
+    info: DomainInfo
+    policy: policy_mod.EffectivePolicy
+    probes: list[probes_base.Probe] = dataclasses.field(default_factory=list)
+    probe_error: str = ""
+    next_due: float = 0.0
+    in_flight: bool = False
+    generation: int = 0          # bumped on restart: stale results are dropped
+    started_at: float = 0.0      # monotonic, for the startup grace
+    #: probe name -> the UNKNOWN result it gives instead of running, because
+    #: the guest's qemu-ga blocks an RPC it needs (from guest-info)
+    blocked: dict[str, ProbeResult] = dataclasses.field(default_factory=dict)
+    capabilities_checked: bool = False
+    last_result: ProbeResult | None = None
+    #: monotonic time until which "agent not connected" is UNKNOWN, not
+    #: FAILED: the agent disconnects first when a guest shuts down or
+    #: reboots, and a boot the monitor did not see (it was down, or libvirt
+    #: was) looks the same. Cleared when the agent answers.
+    disconnect_grace_until: float = 0.0
+
+    def build_probes(self) -> None:
+        """(Re)create the probes from the policy; a probe that cannot be
+        loaded makes every round UNKNOWN with the reason, logged once."""
+        self.probes = []
+        self.probe_error = ""
+        for spec in self.policy.probes:
+            try:
+                self.probes.append(probes_base.load_probe(spec.name, spec.params))
+            except Exception as exc:
+                self.probe_error = "probe %r cannot be loaded: %s" % (spec.name, exc)
+                LOG.error("domain %s (%s): %s", self.info.name, self.info.uuid,
+                          self.probe_error)
+                self.probes = []
+                return
+
+    def restarted(self, now: float, disconnect_grace: float) -> None:
+        """A new boot: forget what the old one taught, rebuild the probes
+        (close the old ones first), probe again in a second."""
+        self.generation += 1
+        self.started_at = now
+        self.arm_disconnect_grace(now, disconnect_grace)
+        self.capabilities_checked = False
+        self.last_result = None
+        self.build_probes()
+        self.next_due = now + 1.0
+
+    def arm_disconnect_grace(self, now: float, disconnect_grace: float) -> None:
+        self.disconnect_grace_until = now + disconnect_grace
+
+    def apply_policy(self, policy: policy_mod.EffectivePolicy) -> bool:
+        """Take a reloaded policy; rebuild the probes only if they changed
+        (close the old ones first). Returns whether the timeout changed."""
+        probes_changed = policy.probes != self.policy.probes
+        timeout_changed = policy.timeout != self.policy.timeout
+        self.policy = policy
+        if probes_changed:
+            self.capabilities_checked = False
+            self.build_probes()
+        return timeout_changed
+
+    def round_spec(self, disconnect_grace: float) -> RoundSpec:
+        """A frozen copy of what the next round needs."""
+        return RoundSpec(
+            uuid=self.info.uuid, name=self.info.name, probes=tuple(self.probes),
+            timeout=self.policy.timeout,
+            check_capabilities=not self.capabilities_checked,
+            blocked=dict(self.blocked), probe_error=self.probe_error,
+            startup_grace_until=self.started_at + self.policy.startup_grace,
+            disconnect_grace_until=self.disconnect_grace_until,
+            disconnect_grace=disconnect_grace)
+
+    def learn(self, outcome: RoundOutcome) -> None:
+        """Keep what a round found out about the guest."""
+        if outcome.blocked is not None:
+            self.blocked = dict(outcome.blocked)
+            self.capabilities_checked = True
+        if outcome.agent_answered:
+            self.disconnect_grace_until = 0.0
+
+    def closer(self, agent: AgentChannel) -> Callable[[], None] | None:
+        """A job that releases what the probes left in the guest (a pending
+        exec); run it on a worker, since it talks to the agent. None when
+        there is nothing to close."""
+        probes = list(self.probes)
+        if not probes:
+            return None
+        uuid = self.info.uuid
+
+        def job() -> None:
+            for p in probes:
+                try:
+                    p.close(agent)
+                except Exception as exc:
+                    LOG.warning("closing probe %s of %s failed: %s", p.name, uuid, exc)
+        return job
+
+
+def snapshot(hostname: str, now: float, watched: Mapping[str, Watched],
+             unmonitored: Mapping[str, str]) -> dict[str, Any]:
+    """What only the running monitor knows, for ``masakari-iim status``:
+    verdicts are in the journal; names and blocked probes are not."""
+    return {
+        "host": hostname,
+        "written_at": format_generated_time(now),
+        "monitored": {
+            uuid: {"name": w.info.name,
+                   "capability": "; ".join(r.reason for r in w.blocked.values())}
+            for uuid, w in watched.items()},
+        "unmonitored": dict(unmonitored),
+    }

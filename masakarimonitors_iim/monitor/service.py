@@ -1,0 +1,240 @@
+"""The scheduler: when each domain is probed, and what a result changes.
+
+Data flows one way: libvirt events and the domain list feed the
+:class:`Registry`; due domains go to the workers as frozen round specs,
+run by the :class:`Prober`; outcomes come back through a queue and are
+applied on the scheduler thread alone, through the :class:`JournalWriter`
+(so journal writes never race); the sender delivers what it queued.
+"""
+from __future__ import annotations
+
+import queue
+import random
+import threading
+from typing import Any, Callable
+
+from oslo_log import log as logging
+
+from masakarimonitors_iim import status
+from masakarimonitors_iim.common.logonce import LogOnce
+from masakarimonitors_iim.db import Database
+from masakarimonitors_iim.hypervisor.interface import HypervisorAPI
+from masakarimonitors_iim.hypervisor.types import HypervisorUnavailable, LifecycleEvent
+from masakarimonitors_iim.journal import machine
+from masakarimonitors_iim.monitor.domains import Watched
+from masakarimonitors_iim.monitor.registry import Registry
+from masakarimonitors_iim.monitor.results import JournalWriter
+from masakarimonitors_iim.monitor.settings import Settings, load_policy_file
+from masakarimonitors_iim.notifier.base import Notifier
+from masakarimonitors_iim.outbox.sender import Sender
+from masakarimonitors_iim.prober import Prober, RoundOutcome
+from masakarimonitors_iim.verdict import Verdict
+from masakarimonitors_iim.workers import WorkerPool
+
+LOG = logging.getLogger(__name__)
+
+PRUNE_EVERY = 3600.0
+INVENTORY_RETRY = 1.0
+
+
+class Monitor:
+    """The introspective instance monitor: start(), then stop() or reload()."""
+
+    def __init__(self, settings: Settings, *, hypervisor: HypervisorAPI, db: Database,
+                 notifier: Notifier, pool: WorkerPool,
+                 clock: Callable[[], float], wall: Callable[[], float],
+                 spread: Callable[[], float] = random.random,
+                 prober: Prober | None = None) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._wall = wall
+        self._hv = hypervisor
+        self._db = db
+        self._pool = pool
+        self._events: queue.Queue[Callable[[], None]] = queue.Queue()
+        self.results = JournalWriter(db, hostname=settings.hostname,
+                                     event=settings.notification_event,
+                                     on_queued=lambda: self.sender.wake(), wall=wall)
+        self.sender = Sender(self.results.outbox, notifier,
+                             retry_interval=settings.retry_interval,
+                             retry_max=settings.retry_max,
+                             max_backoff=settings.max_retry_interval,
+                             duplicate_window=settings.duplicate_window, clock=wall)
+        self._prober = prober or Prober(hypervisor, clock)
+        self.registry = Registry(
+            settings, hypervisor=hypervisor, results=self.results, pool=pool,
+            policy_file=load_policy_file(settings.policy_file, initial=True),
+            clock=clock, spread=spread)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._inventory_due = 0.0
+        self._prune_due = 0.0
+        self._listed_once = False
+        self._thread: threading.Thread | None = None
+        self._inventory_trouble = LogOnce(LOG)
+        self._loop_trouble = LogOnce(LOG)
+
+    # -- life cycle ---------------------------------------------------------
+    def start(self) -> None:
+        s = self.settings
+        LOG.info("starting: host %s, libvirt %s, journal %s, %d probe workers",
+                 s.hostname, s.libvirt_uri, s.journal_path, s.probe_workers)
+        if s.sock_path_set:
+            LOG.warning("[introspectiveinstancemonitor] qemu_guest_agent_sock_path is set "
+                        "but not used: domains are found by their agent channel name")
+        self.sender.start()
+        self._pool.start()
+        self._hv.start()
+        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 4.0) -> None:
+        """Stop everything within ``timeout`` seconds (SIGTERM allows 5)."""
+        if self._stop.is_set():
+            return
+        if self._thread is None:     # never started: only the journal is open
+            self._stop.set()
+            self._db.close()
+            return
+        LOG.info("stopping")
+        deadline = self._clock() + timeout
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(max(0.1, deadline - self._clock()) / 2)
+        for w in list(self.registry.watched.values()):
+            self.registry.close_probes(w)   # before libvirt goes: they talk to guests
+        self._pool.stop(max(0.1, (deadline - self._clock()) / 2))
+        self.sender.stop(max(0.1, (deadline - self._clock()) / 2))
+        self._hv.stop(max(0.1, deadline - self._clock()))
+        self._db.close()
+        LOG.info("stopped")
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the policy file; an invalid one leaves the
+        policy in force unchanged."""
+        self._post(self._apply_reload)
+
+    # -- inputs from other threads ------------------------------------------
+    def handle_event(self, event: LifecycleEvent) -> None:
+        """Called on libvirt's event thread: only queue, never block it."""
+        self._post(lambda: self._apply_event(event))
+
+    def _post(self, job: Callable[[], None]) -> None:
+        self._events.put(job)
+        self._wake.set()
+
+    # -- the scheduler thread -----------------------------------------------
+    def _loop(self) -> None:
+        self.results.recover()
+        while not self._stop.is_set():
+            try:
+                self.step()
+                self._loop_trouble.resolved("scheduler works again")
+            except Exception as exc:
+                # One bad iteration must not stop monitoring. A persistent
+                # fault (say, the journal's disk is full) is logged in full
+                # once, then only when it changes.
+                self._loop_trouble.problem("scheduler iteration failed: %s", exc,
+                                           level=logging.ERROR, exc_info=True)
+                self._stop.wait(1.0)
+
+    def step(self, wait: bool = True) -> None:
+        """One scheduler iteration: apply queued results and events, refresh
+        the inventory when due, hand due domains to the workers, then sleep
+        until something is due (unless ``wait`` is False, for tests)."""
+        self._wake.clear()
+        while True:
+            try:
+                job = self._events.get_nowait()
+            except queue.Empty:
+                break
+            job()
+        now = self._clock()
+        if now >= self._inventory_due:
+            listed = self._refresh_inventory()
+            # While libvirt is unreachable, look again every second, so a
+            # (re)connection is followed by an inventory at once.
+            self._inventory_due = now + (self.settings.defaults.interval if listed
+                                         else INVENTORY_RETRY)
+        if now >= self._prune_due:
+            self._prune_due = now + PRUNE_EVERY
+            self.results.prune()
+        watched = self.registry.watched
+        for w in watched.values():
+            if not w.in_flight and now >= w.next_due:
+                w.in_flight = True
+                w.next_due = now + w.policy.interval
+                self._pool.submit(self._make_job(w))
+        if not wait:
+            return
+        next_due = min([w.next_due for w in watched.values()] + [self._inventory_due])
+        self._wake.wait(max(0.05, min(1.0, next_due - self._clock())))
+
+    def _refresh_inventory(self) -> bool:
+        """List running domains and hand them to the registry; False when
+        libvirt could not be asked."""
+        try:
+            domains = self._hv.list_running_domains()
+        except HypervisorUnavailable as exc:
+            self._inventory_trouble.problem(
+                "cannot list domains: %s; verdicts are UNKNOWN until libvirt is back",
+                str(exc) or "libvirt is unreachable")
+            return False
+        self._inventory_trouble.resolved("listing domains works again")
+        # Only the domains found by the first listing are spread.
+        self.registry.sync(domains, spread=not self._listed_once)
+        self._listed_once = True
+        self._write_status()
+        return True
+
+    def _make_job(self, w: Watched) -> Callable[[], None]:
+        """The job carries a frozen spec and the generation, so a restart
+        or a policy reload while it runs cannot mix two rounds."""
+        spec = w.round_spec(self.settings.disconnect_grace)
+        generation = w.generation
+
+        def job() -> None:
+            outcome = self._prober.run(spec)
+            self._post(lambda: self._apply_outcome(w, generation, outcome))
+        return job
+
+    def _apply_outcome(self, w: Watched, generation: int, outcome: RoundOutcome) -> None:
+        uuid = w.info.uuid
+        if self.registry.watched.get(uuid) is not w:
+            return  # unwatched (and maybe watched anew) while this round ran
+        w.in_flight = False
+        if generation != w.generation:
+            return  # the domain restarted while this round ran
+        w.learn(outcome)
+        result = outcome.result
+        previous, w.last_result = w.last_result, result
+        if previous is None or previous.verdict is not result.verdict:
+            log = LOG.warning if result.verdict is Verdict.FAILED else LOG.info
+            log("domain %s (%s): %s%s", w.info.name, uuid, result.verdict.value,
+                " (%s)" % result.reason if result.reason else "")
+        self.results.verdict(uuid, w.info.name, result, machine.Thresholds(
+            failure=w.policy.failure_threshold, success=w.policy.success_threshold))
+
+    def _apply_event(self, event: LifecycleEvent) -> None:
+        LOG.debug("libvirt event %s %s", event.kind.value, event.uuid)
+        if self.registry.on_event(event):
+            self._inventory_due = 0.0
+
+    def _apply_reload(self) -> None:
+        new = load_policy_file(self.settings.policy_file, initial=False)
+        if new is None and self.settings.policy_file:
+            return  # invalid: the previous policy stays in force
+        self.registry.reload(new)
+        self._inventory_due = 0.0
+        LOG.info("policy reloaded")
+
+    def _write_status(self) -> None:
+        path = status.status_path(self.settings.journal_path)
+        try:
+            status.write_snapshot(path, self.snapshot())
+        except OSError as exc:
+            LOG.warning("cannot write status file %s: %s", path, exc)
+
+    def snapshot(self) -> dict[str, Any]:
+        """What ``masakari-iim status`` shows besides the journal."""
+        return self.registry.snapshot(self._wall())

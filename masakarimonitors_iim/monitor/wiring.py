@@ -1,0 +1,54 @@
+"""Build a monitor from the configuration.
+
+Kept apart from the scheduler so that it has one reason to change (how
+the parts are chosen and configured) and so that tests can hand the
+scheduler fakes without going through the configuration.
+"""
+from __future__ import annotations
+
+import time
+from typing import cast
+
+from oslo_config import cfg
+from stevedore import driver
+
+from masakarimonitors_iim.conf import options
+from masakarimonitors_iim.db import Database
+from masakarimonitors_iim.hypervisor.calls import Hypervisor
+from masakarimonitors_iim.hypervisor.interface import HypervisorAPI
+from masakarimonitors_iim.hypervisor.types import LifecycleEvent
+from masakarimonitors_iim.monitor.service import Monitor
+from masakarimonitors_iim.monitor.settings import settings_from_conf
+from masakarimonitors_iim.notifier import base as notifier_base
+from masakarimonitors_iim.workers import WorkerPool
+
+
+def load_notifier(conf: cfg.ConfigOpts) -> notifier_base.Notifier:
+    name = conf[options.IIM_GROUP].notifier
+    manager: driver.DriverManager = driver.DriverManager(
+        notifier_base.NAMESPACE, name, invoke_on_load=True,
+        invoke_args=(conf,))
+    return cast(notifier_base.Notifier, manager.driver)
+
+
+def build_monitor(conf: cfg.ConfigOpts) -> Monitor:
+    """The real thing: libvirt, the journal database, the configured
+    notifier and a pool of probe workers. Opens the journal (and so fails
+    here, in the caller's thread, on a bad one)."""
+    settings = settings_from_conf(conf)
+    db = Database(settings.journal_path)
+    monitor: Monitor | None = None
+
+    def on_event(event: LifecycleEvent) -> None:
+        # Events only flow once the monitor has started the hypervisor.
+        if monitor is not None:
+            monitor.handle_event(event)
+    try:
+        hv: HypervisorAPI = Hypervisor(settings.libvirt_uri, on_event=on_event)
+        monitor = Monitor(settings, hypervisor=hv, db=db, notifier=load_notifier(conf),
+                          pool=WorkerPool(settings.probe_workers),
+                          clock=time.monotonic, wall=time.time)
+        return monitor
+    except BaseException:
+        db.close()
+        raise

@@ -1,0 +1,148 @@
+"""The policy's data: what a rule, a policy file and a resolved policy hold.
+
+Kept apart from loading and resolution so that both (and the monitor,
+which stores :class:`EffectivePolicy` per domain) share one definition of
+the fields and their bounds: a value a rule may set and a value a
+per-instance key may set are checked against the same table.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from typing import Any
+
+from masakarimonitors_iim.hypervisor.types import DomainInfo
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeSpec:
+    name: str
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class EffectivePolicy:
+    enabled: bool
+    probes: tuple[ProbeSpec, ...]
+    interval: float
+    timeout: float
+    failure_threshold: int
+    success_threshold: int
+    startup_grace: float
+    #: field name -> where its value came from ("config", "rule 'x'", ...)
+    sources: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: names of the policy-file rules that matched, in the order applied
+    matched_rules: tuple[str, ...] = ()
+    #: ignored per-instance keys and suspicious combinations, for status
+    notes: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Defaults:
+    """The config-file defaults every domain starts from."""
+
+    interval: float
+    timeout: float
+    failure_threshold: int
+    success_threshold: int = 1
+    startup_grace: float = 0.0
+    probes: tuple[ProbeSpec, ...] = (ProbeSpec("ping"),)
+    enabled: bool = True
+
+
+FIELDS = ("enabled", "probes", "interval", "timeout", "failure_threshold",
+          "success_threshold", "startup_grace")
+
+#: field -> (kind, minimum, maximum), shared by rules and per-instance keys.
+SCALAR_FIELDS: dict[str, tuple[str, float, float]] = {
+    "interval": ("number", 1, 3600),
+    "timeout": ("number", 0.5, 600),
+    "failure_threshold": ("integer", 1, 100),
+    "success_threshold": ("integer", 1, 100),
+    "startup_grace": ("number", 0, 86400),
+}
+
+INSTANCE_KEY_PREFIX = "masakari_iim:"
+#: Where per-instance keys may come from, in the order they are applied.
+INSTANCE_KEY_ORIGINS = ("image_properties", "flavor_extra_specs")
+DEFAULT_INSTANCE_KEYS = ("flavor_extra_specs",)
+
+#: Match keys compared with one value of the domain.
+STRING_MATCH_KEYS = ("instance_uuid", "instance_name", "domain_name", "flavor_name",
+                     "image_uuid", "project_uuid", "project_name")
+#: Match keys compared with a key of one of the domain's metadata maps.
+MAP_MATCH_KEYS = ("image_properties", "flavor_extra_specs")
+#: UUIDs are case-insensitive (RFC 4122): an upper-case one pasted into the
+#: file must still match.
+UUID_KEYS = ("instance_uuid", "image_uuid", "project_uuid")
+
+
+class PolicyError(ValueError):
+    """The policy file is invalid; one line naming the rule, field and fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Match:
+    """A rule's conditions; all must hold. Each takes a glob or a list of
+    globs (any may match); an empty Match matches every domain."""
+
+    #: key -> globs, for instance_uuid, instance_name, domain_name, ...
+    fields: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    image_properties: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    flavor_extra_specs: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+
+    def matches(self, domain: DomainInfo) -> bool:
+        for key, globs in self.fields.items():
+            value = _domain_value(domain, key)
+            if not value or not _glob_any(value, globs, key in UUID_KEYS):
+                return False
+        for attr in MAP_MATCH_KEYS:
+            wanted: dict[str, tuple[str, ...]] = getattr(self, attr)
+            have = getattr(domain.nova, attr) if domain.nova is not None else {}
+            for key, globs in wanted.items():
+                if key not in have or not _glob_any(str(have[key]), globs, False):
+                    return False
+        return True
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    name: str
+    #: 1-based position in the file, for messages
+    index: int
+    match: Match
+    #: only the fields this rule sets, already validated
+    values: dict[str, Any]
+    #: the probe set this rule's probes came from, if any
+    probe_set: str | None = None
+
+    def source(self, field: str) -> str:
+        """How ``sources`` names this rule as the supplier of ``field``."""
+        if field == "probes" and self.probe_set:
+            return "rule %r (probe_set %r)" % (self.name, self.probe_set)
+        return "rule %r" % self.name
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyFile:
+    path: str
+    rules: tuple[Rule, ...] = ()
+    probe_sets: dict[str, tuple[ProbeSpec, ...]] = dataclasses.field(default_factory=dict)
+    instance_keys: tuple[str, ...] = DEFAULT_INSTANCE_KEYS
+
+
+def _domain_value(domain: DomainInfo, key: str) -> str:
+    if key == "instance_uuid":
+        return domain.uuid
+    if key == "domain_name":
+        return domain.name
+    if domain.nova is None:
+        return ""
+    return getattr(domain.nova, key)
+
+
+def _glob_any(value: str, globs: tuple[str, ...], fold_case: bool) -> bool:
+    if fold_case:
+        value = value.lower()
+        return any(fnmatch.fnmatchcase(value, g.lower()) for g in globs)
+    return any(fnmatch.fnmatchcase(value, g) for g in globs)

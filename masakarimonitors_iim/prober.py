@@ -1,0 +1,148 @@
+"""Run one probe round for one domain and say what it showed.
+
+The prober sits between the scheduler and the probes, the way kubelet's
+prober sits between its workers and its results manager: it is given a
+frozen description of the round (:class:`RoundSpec`), runs it on a
+worker thread, and returns a verdict plus what it learnt
+(:class:`RoundOutcome`). It reads nothing the scheduler may change while
+the round runs and writes nothing shared; the scheduler applies the
+outcome on its own thread. Deciding HEALTHY / FAILED / UNKNOWN from a
+failed agent call happens here (with :func:`verdict.verdict_for`), not in
+the hypervisor layer, which only reports what happened.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable, Mapping
+
+from oslo_log import log as logging
+
+from masakarimonitors_iim import verdict as verdict_mod
+from masakarimonitors_iim.hypervisor.interface import HypervisorAPI
+from masakarimonitors_iim.hypervisor.types import (
+    AgentError, DomainState, ErrorKind, HypervisorUnavailable)
+from masakarimonitors_iim.probes import capabilities
+from masakarimonitors_iim.probes.base import Probe
+from masakarimonitors_iim.verdict import ProbeResult, Verdict
+
+LOG = logging.getLogger(__name__)
+
+#: A probe after a slow one still gets this much of the round, so it can
+#: answer for a healthy guest.
+MIN_PROBE_TIME = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundSpec:
+    """Everything one round needs, fixed when the round is scheduled.
+
+    The probe objects are the domain's own (they remember a pending exec
+    or a heartbeat's last value); the scheduler never runs two rounds of
+    one domain at once, so a round owns them while it runs.
+    """
+
+    uuid: str
+    name: str
+    probes: tuple[Probe, ...]
+    timeout: float
+    #: read guest-info first, to learn which probes the guest blocks
+    check_capabilities: bool = False
+    #: probe name -> the UNKNOWN result it gives instead of running
+    blocked: Mapping[str, ProbeResult] = dataclasses.field(default_factory=dict)
+    #: why the probes could not be built; the round is UNKNOWN with it
+    probe_error: str = ""
+    #: monotonic times before which a FAILED is not counted
+    startup_grace_until: float = 0.0
+    disconnect_grace_until: float = 0.0
+    #: the configured disconnect grace, for the reason text
+    disconnect_grace: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundOutcome:
+    """A round's verdict, plus what the scheduler should remember."""
+
+    result: ProbeResult
+    #: the agent answered: a disconnect grace in force can end
+    agent_answered: bool = False
+    #: set when this round read guest-info: probe name -> UNKNOWN result
+    blocked: Mapping[str, ProbeResult] | None = None
+
+
+class Prober:
+    """Runs rounds; stateless apart from the hypervisor and the clock."""
+
+    def __init__(self, hypervisor: HypervisorAPI,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._hv = hypervisor
+        self._clock = clock
+
+    def run(self, spec: RoundSpec) -> RoundOutcome:
+        """One round; never raises (an unexpected error is UNKNOWN)."""
+        try:
+            return self._run(spec)
+        except Exception as exc:
+            LOG.exception("probing %s failed unexpectedly", spec.uuid)
+            return RoundOutcome(ProbeResult.unknown("monitor error: %s" % exc))
+
+    def _run(self, spec: RoundSpec) -> RoundOutcome:
+        # No state check up front (it costs libvirtd three calls per
+        # round): a failed agent call re-reads the state, and a paused,
+        # migrating or stopped domain then turns the failure into UNKNOWN.
+        if spec.probe_error:
+            return RoundOutcome(ProbeResult.unknown(spec.probe_error))
+        agent = self._hv.agent(spec.uuid)
+        answered = False
+        learnt = None
+        if spec.check_capabilities:
+            try:
+                learnt = capabilities.discover(agent, spec.probes, spec.timeout)
+            except AgentError as exc:
+                return RoundOutcome(self._failed_call(spec, exc))
+            answered = True
+            for result in learnt.values():
+                LOG.warning("domain %s (%s): %s", spec.name, spec.uuid, result.reason)
+        blocked = spec.blocked if learnt is None else learnt
+        results = []
+        round_ends = self._clock() + spec.timeout
+        for probe in spec.probes:
+            if probe.name in blocked:
+                results.append(blocked[probe.name])
+                continue
+            # The round as a whole keeps to the policy's timeout; a probe
+            # after a slow one gets what is left (at least MIN_PROBE_TIME).
+            left = max(MIN_PROBE_TIME, round_ends - self._clock())
+            try:
+                result = probe.run(agent, left)
+            except AgentError as exc:
+                results.append(self._failed_call(spec, exc))
+                continue
+            results.append(result)
+            # Only a HEALTHY answer proves the agent is there: a probe may
+            # turn a failed call into a verdict of its own.
+            answered = answered or result.verdict is Verdict.HEALTHY
+        result = verdict_mod.combine(results)
+        grace_left = spec.startup_grace_until - self._clock()
+        if result.verdict is Verdict.FAILED and grace_left > 0 and not result.reset_requested:
+            result = ProbeResult.unknown("in startup grace (%ds left): %s"
+                                         % (grace_left, result.reason))
+        return RoundOutcome(result, agent_answered=answered, blocked=learnt)
+
+    def _failed_call(self, spec: RoundSpec, exc: AgentError) -> ProbeResult:
+        """What a failed agent call says about the guest."""
+        if (exc.kind is ErrorKind.AGENT_NOT_CONNECTED
+                and self._clock() < spec.disconnect_grace_until):
+            return ProbeResult.unknown(
+                "guest agent not connected, within %ds of a disconnect or of the "
+                "start of monitoring (guest shutting down or booting?)"
+                % spec.disconnect_grace)
+        return verdict_mod.verdict_for(exc.kind, self._state_or_gone(spec.uuid), exc.message)
+
+    def _state_or_gone(self, uuid: str) -> DomainState:
+        """Re-read the state after a failed call: a guest paused or
+        stopped during the call is UNKNOWN, not FAILED."""
+        try:
+            return self._hv.domain_state(uuid)
+        except HypervisorUnavailable:
+            return DomainState.NOSTATE

@@ -1,0 +1,88 @@
+"""A hypervisor fake for tests of the monitor, typed against the real
+interface: ``make test`` type-checks this file, so the fake cannot drift
+from :class:`masakarimonitors_iim.hypervisor.interface.HypervisorAPI`."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from masakarimonitors_iim.hypervisor.interface import HypervisorAPI
+from masakarimonitors_iim.hypervisor.types import (
+    AgentChannel, AgentError, DomainInfo, DomainState, ErrorKind, HypervisorUnavailable)
+
+#: What a fake guest does on an agent call: "ok", an ErrorKind to raise,
+#: or a callable whose return value is the reply.
+Behaviour = Any
+
+
+class FakeAgent:
+    def __init__(self, hv: FakeHypervisor, uuid: str) -> None:
+        self.hv = hv
+        self.domain_uuid = uuid
+
+    def command(self, name: str, arguments: dict[str, Any] | None = None,
+                timeout: float = 2.0) -> Any:
+        self.hv.calls.append((self.domain_uuid, name))
+        if not self.hv.up:
+            raise AgentError(ErrorKind.CONNECTION_LOST, "client socket is closed")
+        behaviour = self.hv.behaviour.get(self.domain_uuid, "ok")
+        if name == "guest-info":
+            return {"version": "7.2", "supported_commands": [
+                {"name": "guest-ping", "enabled": True, "success-response": True}]}
+        if callable(behaviour):
+            return behaviour()
+        if behaviour == "ok":
+            return {}
+        raise AgentError(behaviour, "fake %s" % behaviour.value, code=86, domain=10)
+
+
+class FakeHypervisor:
+    """Stands in for hypervisor.calls.Hypervisor (the libvirt edge)."""
+
+    def __init__(self) -> None:
+        self.domains: dict[str, DomainInfo] = {}
+        self.states: dict[str, DomainState] = {}
+        self.behaviour: dict[str, Behaviour] = {}
+        self.calls: list[tuple[str, str]] = []
+        #: (uuid, timeout) for every set_agent_timeout call
+        self.prepared: list[tuple[str, float]] = []
+        self.forgotten: list[str] = []
+        self.up = True
+        self.list_running_domains: Callable[[], list[DomainInfo]] = self._running
+
+    def add(self, uuid: str, name: str, has_agent: bool = True) -> None:
+        self.domains[uuid] = DomainInfo(uuid=uuid, name=name, state=DomainState.RUNNING,
+                                        has_agent=has_agent)
+        self.states[uuid] = DomainState.RUNNING
+
+    def start(self) -> None:
+        pass
+
+    def stop(self, timeout: float = 2.0) -> None:
+        pass
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self.up
+
+    def _running(self) -> list[DomainInfo]:
+        if not self.up:
+            raise HypervisorUnavailable("libvirtd is down")
+        return [d for u, d in self.domains.items() if self.states[u] is DomainState.RUNNING]
+
+    def domain_state(self, uuid: str) -> DomainState:
+        if not self.up:
+            raise HypervisorUnavailable("libvirtd is down")
+        return self.states.get(uuid, DomainState.GONE)
+
+    def set_agent_timeout(self, uuid: str, timeout: float) -> None:
+        self.prepared.append((uuid, timeout))
+
+    def forget_domain(self, uuid: str) -> None:
+        self.forgotten.append(uuid)
+
+    def agent(self, uuid: str) -> AgentChannel:
+        return FakeAgent(self, uuid)
+
+
+def _conforms(fake: FakeHypervisor) -> HypervisorAPI:
+    """Never called: the type checker proves the fake satisfies the interface."""
+    return fake

@@ -1,0 +1,446 @@
+"""The calls the monitor makes (hypervisor.calls) against libvirt's test driver.
+
+Inventory, domain state, agent commands, and the agent response timeouts
+the Hypervisor keeps set across restarts. See hv_libvirt for how the test
+driver is used.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid as uuidlib
+
+import hv_recorded
+import libvirt
+import pytest
+from hv_libvirt import (
+    LOGGER,
+    TEST_DOMAIN_UUID,
+    URI,
+    Events,
+    FakeAgent,
+    FakeOpen,
+    messages,
+    patch_open,
+    start,
+)
+
+from masakarimonitors_iim.hypervisor import calls
+from masakarimonitors_iim.hypervisor.calls import Hypervisor
+from masakarimonitors_iim.hypervisor.types import (
+    AgentError,
+    DomainState,
+    ErrorKind,
+    EventKind,
+    HypervisorUnavailable,
+)
+
+
+# -- inventory ----------------------------------------------------------------
+
+def test_list_running_domains(hv, domains):
+    running = domains.make()
+    paused = domains.make()
+    paused.suspend()
+    inactive = domains.make(start=False)
+    no_agent = domains.make(agent=False)
+    nova = domains.make(nova=True)
+
+    infos = {info.uuid: info for info in hv.list_running_domains()}
+
+    assert infos[running.UUIDString()].state is DomainState.RUNNING
+    assert infos[running.UUIDString()].has_agent
+    assert infos[running.UUIDString()].name == running.name()
+    assert infos[running.UUIDString()].nova is None
+    assert infos[paused.UUIDString()].state is DomainState.PAUSED
+    assert inactive.UUIDString() not in infos
+    assert not infos[no_agent.UUIDString()].has_agent
+    meta = infos[nova.UUIDString()].nova
+    assert (meta.instance_name, meta.flavor_name, meta.user_name, meta.project_name,
+            meta.image_uuid) == ("web-01", "m1.small", "alice", "shop", "img-1")
+    assert TEST_DOMAIN_UUID in infos
+
+
+def test_unparsable_xml_is_unmonitored_and_warned_once(hv, domains, monkeypatch, caplog):
+    dom = domains.make()
+    broken = {"on": True}
+    real_parse = calls.parse_domain_xml
+
+    def parse(xml):
+        if broken["on"] and dom.name() in xml:
+            raise ValueError("domain XML is malformed: simulated")
+        return real_parse(xml)
+
+    monkeypatch.setattr(calls, "parse_domain_xml", parse)
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+
+    def listed():
+        return next(i for i in hv.list_running_domains() if i.uuid == dom.UUIDString())
+
+    assert not listed().has_agent
+    assert not listed().has_agent
+    assert len(messages(caplog, "is not monitored")) == 1
+    broken["on"] = False
+    assert listed().has_agent
+    broken["on"] = True
+    assert not listed().has_agent
+    assert len(messages(caplog, "is not monitored")) == 2
+
+
+def test_one_unreadable_domain_does_not_hide_the_others(hv, domains, monkeypatch, caplog):
+    good, odd, gone = domains.make(), domains.make(), domains.make()
+    errors_by_name = {
+        odd.name(): (9, 10, "operation failed: simulated"),
+        gone.name(): hv_recorded.TEST_DRIVER_NO_DOMAIN,
+    }
+    real_state = libvirt.virDomain.state
+
+    def state(self, flags=0):
+        if self.name() in errors_by_name:
+            raise hv_recorded.libvirt_error(*errors_by_name[self.name()])
+        return real_state(self, flags)
+
+    monkeypatch.setattr(libvirt.virDomain, "state", state)
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    for _ in range(2):
+        listed = {i.uuid for i in hv.list_running_domains()}
+        assert good.UUIDString() in listed
+        assert odd.UUIDString() not in listed and gone.UUIDString() not in listed
+    warnings = messages(caplog, "is not monitored")
+    assert len(warnings) == 1 and odd.UUIDString() in warnings[0]
+
+    errors_by_name[odd.name()] = hv_recorded.SOCKET_CLOSED
+    with pytest.raises(HypervisorUnavailable, match="client socket is closed"):
+        hv.list_running_domains()
+
+
+def test_domain_state(hv, domains):
+    running = domains.make()
+    paused = domains.make()
+    paused.suspend()
+    inactive = domains.make(start=False)
+    assert hv.domain_state(running.UUIDString()) is DomainState.RUNNING
+    assert hv.domain_state(paused.UUIDString()) is DomainState.PAUSED
+    assert hv.domain_state(inactive.UUIDString()) is DomainState.SHUTOFF
+    assert hv.domain_state(str(uuidlib.uuid4())) is DomainState.GONE
+    running.destroy()
+    running.undefine()
+    assert hv.domain_state(running.UUIDString()) is DomainState.GONE
+
+
+@pytest.mark.parametrize("stats,expected", [
+    ({"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED,
+      libvirt.VIR_DOMAIN_JOB_OPERATION: libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT},
+     DomainState.MIGRATING),
+    ({"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED,
+      libvirt.VIR_DOMAIN_JOB_OPERATION: libvirt.VIR_DOMAIN_JOB_OPERATION_SNAPSHOT},
+     DomainState.RUNNING),
+    ({"type": libvirt.VIR_DOMAIN_JOB_NONE}, DomainState.RUNNING),
+])
+def test_domain_state_sees_precopy_migration_job(hv, domains, monkeypatch, stats, expected):
+    dom = domains.make()
+    monkeypatch.setattr(libvirt.virDomain, "jobStats", lambda self, flags=0: stats)
+    assert hv.domain_state(dom.UUIDString()) is expected
+
+
+# -- agent calls ----------------------------------------------------------------
+
+def test_agent_command_on_the_test_driver_is_unsupported(hv):
+    with pytest.raises(AgentError) as info:
+        hv.agent_command(TEST_DOMAIN_UUID, "guest-ping")
+    assert info.value.kind is ErrorKind.UNSUPPORTED
+    assert info.value.code == libvirt.VIR_ERR_NO_SUPPORT
+    agent = hv.agent(TEST_DOMAIN_UUID)
+    assert agent.domain_uuid == TEST_DOMAIN_UUID
+    with pytest.raises(AgentError) as info:
+        agent.command("guest-ping", timeout=1)
+    assert info.value.kind is ErrorKind.UNSUPPORTED
+
+
+def test_agent_command_on_a_missing_domain(hv):
+    with pytest.raises(AgentError) as info:
+        hv.agent_command(str(uuidlib.uuid4()), "guest-ping")
+    assert info.value.kind is ErrorKind.NO_DOMAIN
+
+
+@pytest.mark.parametrize("timeout,seconds", [(2.0, 2), (2.5, 3), (1, 1), (0.2, 1), (0, 1),
+                                             (-5, 1)])
+def test_agent_command_passes_whole_seconds_of_at_least_one(hv, fake_agent, timeout, seconds):
+    hv.agent_command(TEST_DOMAIN_UUID, "guest-ping", timeout=timeout)
+    assert fake_agent.calls[-1][2] == seconds
+    assert fake_agent.calls[-1][3] == 0
+
+
+def test_agent_command_payload(hv, fake_agent):
+    fake_agent.reply = '{"return": {"pid": 109}}'
+    assert hv.agent_command(TEST_DOMAIN_UUID, "guest-exec",
+                            {"path": "/bin/true", "capture-output": True}) == {"pid": 109}
+    assert hv.agent_command(TEST_DOMAIN_UUID, "guest-ping") == {"pid": 109}
+    payloads = [c[1] for c in fake_agent.calls]
+    assert payloads == [
+        '{"execute": "guest-exec", "arguments": {"path": "/bin/true", "capture-output": true}}',
+        '{"execute": "guest-ping"}',
+    ]
+    assert fake_agent.calls[0][0] == TEST_DOMAIN_UUID
+
+
+def test_agent_command_returns_recorded_guest_info(hv, fake_agent):
+    commands = hv_recorded.load()["failures"]["blocked_shown_in_guest_info"]
+    fake_agent.reply = '{"return": {"version": "7.2.22", "supported_commands": %s}}' % (
+        __import__("json").dumps(commands))
+    info = hv.agent(TEST_DOMAIN_UUID).command("guest-info")
+    assert info["version"] == "7.2.22"
+    assert {c["name"] for c in info["supported_commands"] if not c["enabled"]} == {
+        "guest-get-devices", "guest-exec", "guest-file-open"}
+
+
+@pytest.mark.parametrize("reply,kind", [
+    ("{not json", ErrorKind.BAD_REPLY),
+    ("[1, 2]", ErrorKind.BAD_REPLY),
+    ('{"id": 1}', ErrorKind.BAD_REPLY),
+    ('{"error": {"class": "GenericError", "desc": "nope"}}', ErrorKind.COMMAND_FAILED),
+    ('{"return": "%s"}' % ("x" * 2000), ErrorKind.BAD_REPLY),  # over max_reply_bytes below
+])
+def test_agent_reply_problems(events, fake_agent, reply, kind):
+    h = start(events, max_reply_bytes=1024)
+    try:
+        assert h.wait_connected(5)
+        fake_agent.reply = reply
+        with pytest.raises(AgentError) as info:
+            h.agent_command(TEST_DOMAIN_UUID, "guest-ping")
+        assert info.value.kind is kind
+        assert "\n" not in str(info.value)
+        assert str(info.value).startswith(kind.value + ": guest-ping: ")
+    finally:
+        h.stop()
+
+
+def test_reply_exactly_at_the_limit_is_accepted(events, fake_agent):
+    h = start(events, max_reply_bytes=1024)
+    try:
+        assert h.wait_connected(5)
+        body = '{"return": "%s"}'
+        fake_agent.reply = body % ("x" * (1024 - len(body) + 2))
+        assert len(fake_agent.reply) == 1024
+        assert h.agent_command(TEST_DOMAIN_UUID, "guest-ping") == "x" * (1024 - len(body) + 2)
+    finally:
+        h.stop()
+
+
+RECORDED = list(hv_recorded.recorded_errors())
+
+
+@pytest.mark.parametrize("case_id,code,domain,message", RECORDED, ids=[r[0] for r in RECORDED])
+def test_recorded_libvirt_errors_become_agent_errors(hv, fake_agent, case_id, code, domain,
+                                                     message):
+    from masakarimonitors_iim.hypervisor.errors import classify
+
+    fake_agent.error = hv_recorded.libvirt_error(code, domain, message)
+    with pytest.raises(AgentError) as info:
+        hv.agent_command(TEST_DOMAIN_UUID, "guest-ping")
+    assert info.value.kind is classify(code, domain, message)
+    assert (info.value.code, info.value.domain) == (code, domain)
+    assert "\n" not in str(info.value)
+
+
+def test_calls_without_a_connection_fail_at_once():
+    h = Hypervisor(URI)
+    with pytest.raises(HypervisorUnavailable):
+        h.list_running_domains()
+    with pytest.raises(HypervisorUnavailable):
+        h.domain_state(TEST_DOMAIN_UUID)
+    with pytest.raises(AgentError) as info:
+        h.agent(TEST_DOMAIN_UUID).command("guest-ping")
+    assert info.value.kind is ErrorKind.CONNECTION_LOST
+    h.set_agent_timeout(TEST_DOMAIN_UUID, 2)
+
+
+def _second_call_while_first_in_flight(h, fake, first_uuid, second_uuid):
+    """Start a call to ``first_uuid`` that blocks inside libvirt, then make
+    one to ``second_uuid`` with a 0.2 s timeout; returns its AgentError."""
+    assert h.wait_connected(5)
+    first = threading.Thread(target=h.agent_command, args=(first_uuid, "guest-ping"))
+    first.start()
+    assert fake.entered.wait(5)
+    began = time.monotonic()
+    with pytest.raises(AgentError) as info:
+        h.agent_command(second_uuid, "guest-ping", timeout=0.2)
+    assert info.value.kind is ErrorKind.AGENT_BUSY
+    assert 0.15 < time.monotonic() - began < 1.0
+    fake.gate.set()
+    first.join(5)
+    assert h.agent_command(second_uuid, "guest-ping") == {}
+    return info.value
+
+
+def test_agent_calls_in_flight_are_capped(events, domains, monkeypatch):
+    """Calls to *different* domains beyond max_agent_calls wait for a slot."""
+    fake = FakeAgent(gate=threading.Event())
+    monkeypatch.setattr(calls.libvirt_qemu, "qemuAgentCommand", fake)
+    other = domains.make().UUIDString()
+    h = start(events, max_agent_calls=1)
+    try:
+        error = _second_call_while_first_in_flight(h, fake, TEST_DOMAIN_UUID, other)
+        assert "in flight on the libvirt connection" in str(error)
+    finally:
+        fake.gate.set()
+        h.stop()
+
+
+def test_one_agent_call_per_domain_at_a_time(events, monkeypatch):
+    """A second call to a domain whose call is still in flight fails as
+    AGENT_BUSY within its own timeout, even with free connection slots:
+    libvirt would make it wait up to 30 s for the domain's agent job."""
+    fake = FakeAgent(gate=threading.Event())
+    monkeypatch.setattr(calls.libvirt_qemu, "qemuAgentCommand", fake)
+    h = start(events, max_agent_calls=4)
+    try:
+        error = _second_call_while_first_in_flight(h, fake, TEST_DOMAIN_UUID, TEST_DOMAIN_UUID)
+        assert "this domain" in str(error)
+    finally:
+        fake.gate.set()
+        h.stop()
+
+
+@pytest.mark.parametrize("desc,kind", [
+    ("Command guest-exec has been disabled", ErrorKind.COMMAND_DISABLED),
+    ("The command guest-foo has not been found", ErrorKind.COMMAND_NOT_FOUND),
+])
+def test_agent_error_replies_use_the_same_wording_rules(hv, fake_agent, desc, kind):
+    fake_agent.reply = '{"error": {"class": "GenericError", "desc": "%s"}}' % desc
+    with pytest.raises(AgentError) as info:
+        hv.agent_command(TEST_DOMAIN_UUID, "guest-exec")
+    assert info.value.kind is kind
+
+
+# -- agent response timeouts -------------------------------------------------------
+
+def test_set_agent_timeout_sets_libvirt_timeout(hv, monkeypatch):
+    calls = []
+    monkeypatch.setattr(libvirt.virDomain, "agentSetResponseTimeout",
+                        lambda self, seconds, flags: calls.append((seconds, flags)) or 0)
+    hv.set_agent_timeout(TEST_DOMAIN_UUID, 2.0)
+    hv.set_agent_timeout(TEST_DOMAIN_UUID, 0.3)
+    hv.set_agent_timeout(TEST_DOMAIN_UUID, 2.5)
+    assert calls == [(2, 0), (1, 0), (3, 0)]
+
+
+def test_set_agent_timeout_never_raises_and_warns_once(hv, domains, caplog):
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    a, b = domains.make(), domains.make()
+    hv.set_agent_timeout(a.UUIDString(), 2)   # test driver: unsupported
+    hv.set_agent_timeout(b.UUIDString(), 2)
+    hv.set_agent_timeout(a.UUIDString(), 2)
+    hv.set_agent_timeout(str(uuidlib.uuid4()), 2)  # no such domain: quiet
+    assert len(messages(caplog, "cannot set the agent timeout")) == 1
+
+
+class TimeoutSetter:
+    """Stands in for virDomain.agentSetResponseTimeout (the test driver
+    does not support it) and notes who set what, in order."""
+
+    def __init__(self, order: list | None = None) -> None:
+        self.order = [] if order is None else order
+        self.seen: queue.Queue[tuple[str, int, str]] = queue.Queue()
+
+    def __call__(self, dom, seconds, flags):
+        call = (dom.UUIDString(), seconds, threading.current_thread().name)
+        self.order.append(("set",) + call[:2])
+        self.seen.put(call)
+        return 0
+
+    def next(self, timeout: float = 5.0) -> tuple[str, int, str]:
+        return self.seen.get(timeout=timeout)
+
+
+@pytest.fixture
+def setter(monkeypatch) -> TimeoutSetter:
+    fake = TimeoutSetter()
+    monkeypatch.setattr(libvirt.virDomain, "agentSetResponseTimeout",
+                        lambda dom, seconds, flags: fake(dom, seconds, flags))
+    return fake
+
+
+def test_agent_timeouts_are_set_again_before_a_reconnect_is_announced(domains, setter,
+                                                                       monkeypatch):
+    fake = patch_open(monkeypatch, FakeOpen())
+    events = Events()
+
+    def consumer(event):
+        if event.kind is EventKind.CONNECTION_RESTORED:
+            setter.order.append(("event", event.kind))
+        events(event)
+
+    h = start(consumer)
+    try:
+        assert h.wait_connected(5)
+        kept, forgotten = domains.make(), domains.make()
+        for dom in (kept, forgotten):
+            events.of(dom.UUIDString(), 2)  # defined, started: nothing to set again
+        h.set_agent_timeout(kept.UUIDString(), 2.5)
+        h.set_agent_timeout(forgotten.UUIDString(), 2)
+        h.forget_domain(forgotten.UUIDString())
+        assert [setter.next()[2] for _ in range(2)] == ["MainThread"] * 2
+        del setter.order[:]
+
+        fake.conns[0].lose()
+        events.kind(EventKind.CONNECTION_RESTORED)
+        assert setter.order == [("set", kept.UUIDString(), 3),
+                                ("event", EventKind.CONNECTION_RESTORED)]
+        assert setter.next()[2] != "libvirt-events"
+    finally:
+        h.stop()
+
+
+def test_agent_timeout_asked_for_while_disconnected_is_set_on_connect(setter, monkeypatch):
+    gate = threading.Event()
+    patch_open(monkeypatch, FakeOpen(gate=gate))
+    h = start()
+    try:
+        h.set_agent_timeout(TEST_DOMAIN_UUID, 2)  # not connected: remembered only
+        assert setter.seen.empty()
+        gate.set()
+        assert h.wait_connected(5)
+        assert setter.order == [("set", TEST_DOMAIN_UUID, 2)]
+    finally:
+        gate.set()
+        h.stop()
+
+
+def test_agent_timeout_is_set_again_when_the_domain_starts_or_reboots(domains, setter,
+                                                                     monkeypatch):
+    fake = patch_open(monkeypatch, FakeOpen())
+    events = Events()
+    h = start(events)
+    try:
+        assert h.wait_connected(5)
+        dom = domains.make()
+        uuid = dom.UUIDString()
+        events.of(uuid, 2)
+        h.set_agent_timeout(uuid, 2)
+        assert setter.next()[:2] == (uuid, 2)
+
+        dom.destroy()
+        dom.create()
+        assert events.of(uuid, 2) == [(EventKind.STOPPED, "destroyed"),
+                                      (EventKind.STARTED, "booted")]
+        again = setter.next()
+        assert again[:2] == (uuid, 2) and again[2] != "libvirt-events"
+
+        fake.conns[0].fire(libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, dom)
+        assert events.of(uuid, 1) == [(EventKind.REBOOTED, "")]
+        assert setter.next()[:2] == (uuid, 2)
+
+        h.forget_domain(uuid)
+        dom.destroy()
+        dom.create()
+        assert [kind for kind, _ in events.of(uuid, 2)] == [EventKind.STOPPED,
+                                                           EventKind.STARTED]
+        fake.conns[0].fire(libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, dom)
+        assert events.of(uuid, 1) == [(EventKind.REBOOTED, "")]
+        time.sleep(0.3)
+        assert setter.seen.empty()
+    finally:
+        h.stop()
