@@ -11,6 +11,7 @@ import base64
 import binascii
 import logging
 
+from masakarimonitors_iim.common.logonce import LogOnce
 from masakarimonitors_iim.common.text import one_line
 from masakarimonitors_iim.hypervisor.types import AgentChannel, AgentError, ErrorKind
 from masakarimonitors_iim.probes import capabilities
@@ -59,7 +60,7 @@ class GuestFileReader:
 
     def __init__(self) -> None:
         self._stale_handles: list[int] = []
-        self._close_warned = False
+        self._close_trouble = LogOnce(LOG)
 
     def read(self, agent: AgentChannel, path: str, max_bytes: int,
              deadline: Deadline) -> bytes:
@@ -150,9 +151,12 @@ class GuestFileReader:
                 self._stale_handles.append(handle)
             # Once per reader: a guest that keeps failing would otherwise
             # log this every round.
-            log = LOG.debug if self._close_warned else LOG.warning
-            self._close_warned = True
-            log("guest-file-close of handle %d failed: %s", handle, one_line(str(err)))
+            text = one_line(str(err))
+            if self._close_trouble.active():
+                LOG.debug("guest-file-close of handle %d failed: %s", handle, text)
+            else:
+                self._close_trouble.problem("guest-file-close of handle %d failed: %s",
+                                            handle, text)
 
 
 def _decode_read(reply: object, want: int) -> tuple[bytes, bool]:
