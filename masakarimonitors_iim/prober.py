@@ -68,6 +68,17 @@ class RoundOutcome:
     agent_answered: bool = False
     #: set when this round read guest-info: probe name -> UNKNOWN result
     blocked: Mapping[str, ProbeResult] | None = None
+    #: the round is FAILED only because the agent is not connected: a
+    #: disconnect grace armed while the round ran still makes it UNKNOWN
+    #: (see :func:`in_disconnect_grace`)
+    agent_absent: bool = False
+
+
+def in_disconnect_grace(grace: float) -> ProbeResult:
+    """What "agent not connected" means within a disconnect grace."""
+    return ProbeResult.unknown(
+        "guest agent not connected, within %ds of a disconnect or of the "
+        "start of monitoring (guest shutting down or booting?)" % grace)
 
 
 class Prober:
@@ -105,6 +116,7 @@ class Prober:
                 LOG.warning("domain %s (%s): %s", spec.name, spec.uuid, result.reason)
         blocked = spec.blocked if learnt is None else learnt
         results = []
+        absent: list[ProbeResult] = []   # FAILED only for want of an agent
         round_ends = self._clock() + spec.timeout
         for probe in spec.probes:
             if probe.name in blocked:
@@ -116,7 +128,10 @@ class Prober:
             try:
                 result = probe.run(agent, left)
             except AgentError as exc:
-                results.append(self._failed_call(spec, exc))
+                result = self._failed_call(spec, exc)
+                if exc.kind is ErrorKind.AGENT_NOT_CONNECTED:
+                    absent.append(result)
+                results.append(result)
                 continue
             results.append(result)
             # Only a HEALTHY answer proves the agent is there: a probe may
@@ -127,16 +142,16 @@ class Prober:
         if result.verdict is Verdict.FAILED and grace_left > 0 and not result.reset_requested:
             result = ProbeResult.unknown("in startup grace (%ds left): %s"
                                          % (grace_left, result.reason))
-        return RoundOutcome(result, agent_answered=answered, blocked=learnt)
+        failed = [r for r in results if r.verdict is Verdict.FAILED]
+        agent_absent = bool(failed) and all(any(r is a for a in absent) for r in failed)
+        return RoundOutcome(result, agent_answered=answered, blocked=learnt,
+                            agent_absent=agent_absent and result.verdict is Verdict.FAILED)
 
     def _failed_call(self, spec: RoundSpec, exc: AgentError) -> ProbeResult:
         """What a failed agent call says about the guest."""
         if (exc.kind is ErrorKind.AGENT_NOT_CONNECTED
                 and self._clock() < spec.disconnect_grace_until):
-            return ProbeResult.unknown(
-                "guest agent not connected, within %ds of a disconnect or of the "
-                "start of monitoring (guest shutting down or booting?)"
-                % spec.disconnect_grace)
+            return in_disconnect_grace(spec.disconnect_grace)
         return verdict_mod.verdict_for(exc.kind, self._state_or_gone(spec.uuid), exc.message)
 
     def _state_or_gone(self, uuid: str) -> DomainState:

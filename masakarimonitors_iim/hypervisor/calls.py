@@ -221,10 +221,15 @@ class Hypervisor:
         self._timeouts.set(uuid, timeout)
 
     def forget_domain(self, uuid: str) -> None:
-        """Drop everything kept for a domain that is gone (undefined)."""
+        """Drop everything kept for a domain no longer monitored. Its agent
+        lock stays while a call still holds it, so a clean-up call can
+        never run beside a round's call on the same domain."""
         self._timeouts.forget(uuid)
         with self._domain_locks_guard:
-            self._domain_locks.pop(uuid, None)
+            lock = self._domain_locks.get(uuid)
+            if lock is not None and lock.acquire(blocking=False):
+                del self._domain_locks[uuid]
+                lock.release()
 
     def agent(self, uuid: str) -> AgentChannel:
         """The AgentChannel for one domain, as probes expect it."""

@@ -44,7 +44,8 @@ class HypervisorAPI(Protocol):
         raises; failures are logged by the implementation."""
 
     def forget_domain(self, uuid: str) -> None:
-        """Drop everything kept for a domain that is gone (undefined)."""
+        """Drop everything kept for a domain no longer monitored (stopped,
+        undefined, unwatched): its agent timeout is no longer re-applied."""
 
     def agent(self, uuid: str) -> AgentChannel:
         """The agent transport of one domain, as probes use it."""

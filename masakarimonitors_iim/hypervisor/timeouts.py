@@ -43,9 +43,10 @@ class AgentTimeouts:
 
     Domains restarting are noticed on the libvirt event thread, which must
     not make RPCs (it would stall every event and keepalive): it only
-    queues the domain for the thread started here. A reconnect is handled
-    by :meth:`reapply_all` on the connector thread, before the reconnect
-    is announced.
+    queues the domain for the thread started here. A reconnect queues
+    every remembered domain the same way (:meth:`reapply_all`), so the
+    connector thread announces the reconnect without waiting on one RPC
+    per domain.
     """
 
     def __init__(self, connection: Connection) -> None:
@@ -93,14 +94,12 @@ class AgentTimeouts:
         self._warned.resolved(key=uuid)
 
     def reapply_all(self) -> None:
-        """Apply every remembered timeout (a new connection: libvirtd may
-        have restarted). Blocks for one RPC per domain."""
+        """Queue every remembered timeout for the thread (a new connection:
+        libvirtd may have restarted). Cheap, no RPC."""
         with self._cond:
-            uuids = list(self._timeouts)
-        for uuid in uuids:
-            if self._stopping:
-                return
-            self._apply(uuid)
+            if not self._stopping:
+                self._pending.update(self._timeouts)
+                self._cond.notify_all()
 
     def observe(self, event: LifecycleEvent) -> None:
         """Note a domain that restarted, for the thread to set again; cheap,

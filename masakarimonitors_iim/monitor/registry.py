@@ -15,6 +15,7 @@ from oslo_log import log as logging
 from masakarimonitors_iim import policy as policy_mod
 from masakarimonitors_iim.hypervisor.interface import HypervisorAPI
 from masakarimonitors_iim.hypervisor.types import DomainInfo, EventKind, LifecycleEvent
+from masakarimonitors_iim.journal.machine import State
 from masakarimonitors_iim.monitor.domains import Watched, snapshot
 from masakarimonitors_iim.monitor.results import JournalWriter
 from masakarimonitors_iim.monitor.settings import Settings
@@ -81,12 +82,15 @@ class Registry:
                          info.name, info.uuid, pol.sources.get("enabled", "?"))
             return None
         now = self._clock()
+        # Only a guest the journal holds as healthy waits for its spread
+        # first round: a suspect one is probed at once.
+        healthy = self._results.watched(info.uuid, info.name) is State.HEALTHY
+        delay = self._spread() * pol.interval if spread and healthy else 0.0
         w = Watched(info=info, policy=pol, started_at=now,
                     disconnect_grace_until=now + self.settings.disconnect_grace,
-                    next_due=now + (self._spread() * pol.interval if spread else 0.0))
+                    next_due=now + delay)
         w.build_probes()
         self._hv.set_agent_timeout(info.uuid, pol.timeout)
-        self._results.watched(info.uuid, info.name)
         self.watched[info.uuid] = w
         LOG.info("monitoring domain %s (%s): probes %s every %ss, timeout %ss, "
                  "failure threshold %d", info.name, info.uuid,
@@ -99,6 +103,9 @@ class Registry:
         if w is None:
             return
         self.close_probes(w)
+        # An unmonitored domain keeps no trace of the monitor: its agent
+        # timeout is not set again after a restart or reconnect.
+        self._hv.forget_domain(uuid)
         if journal:
             self._results.stopped(uuid)
         LOG.info("stopped monitoring domain %s (%s): %s", w.info.name, uuid, why)
@@ -141,7 +148,6 @@ class Registry:
         elif event.kind is EventKind.UNDEFINED:
             self.unwatch(event.uuid, "domain undefined")
             self._results.forget(event.uuid)
-            self._hv.forget_domain(event.uuid)
         return event.kind in RELIST_EVENTS
 
     def reload(self, policy_file: policy_mod.PolicyFile | None) -> None:

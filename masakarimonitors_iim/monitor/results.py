@@ -65,10 +65,14 @@ class JournalWriter:
         LOG.info("journal: %d domains known, %d reported episodes, %d notifications "
                  "pending delivery", len(records), len(reported), len(pending))
 
-    def watched(self, uuid: str, name: str) -> None:
-        """A domain is monitored from now on: make sure it has a record."""
-        if self.journal.get(uuid) is None:
-            self.journal.save(self._new_record(uuid, name))
+    def watched(self, uuid: str, name: str) -> machine.State:
+        """A domain is monitored from now on: make sure it has a record;
+        returns the journal state it starts from."""
+        rec = self.journal.get(uuid)
+        if rec is None:
+            rec = self._new_record(uuid, name)
+            self.journal.save(rec)
+        return rec.state
 
     def verdict(self, uuid: str, name: str, result: ProbeResult,
                 thresholds: machine.Thresholds) -> None:

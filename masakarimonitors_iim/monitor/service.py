@@ -27,7 +27,7 @@ from masakarimonitors_iim.monitor.results import JournalWriter
 from masakarimonitors_iim.monitor.settings import Settings, load_policy_file
 from masakarimonitors_iim.notifier.base import Notifier
 from masakarimonitors_iim.outbox.sender import Sender
-from masakarimonitors_iim.prober import Prober, RoundOutcome
+from masakarimonitors_iim.prober import Prober, RoundOutcome, in_disconnect_grace
 from masakarimonitors_iim.verdict import Verdict
 from masakarimonitors_iim.workers import WorkerPool
 
@@ -207,6 +207,10 @@ class Monitor:
             return  # the domain restarted while this round ran
         w.learn(outcome)
         result = outcome.result
+        if outcome.agent_absent and self._clock() < w.disconnect_grace_until:
+            # The agent disconnected (or libvirt came back) while the round
+            # ran: the grace armed since then applies to it too.
+            result = in_disconnect_grace(self.settings.disconnect_grace)
         previous, w.last_result = w.last_result, result
         if previous is None or previous.verdict is not result.verdict:
             log = LOG.warning if result.verdict is Verdict.FAILED else LOG.info

@@ -83,6 +83,7 @@ class Rig:
         self.notifier = RecordingNotifier()
         self.clock = Clock()
         self.wall = WallClock()
+        self.spread = 0.0
         self.pool = pool or InlinePool()
         self.open()
 
@@ -90,7 +91,7 @@ class Rig:
         self.db = Database(self.conf.introspectiveinstancemonitor.journal_path)
         self.mon = Monitor(settings_from_conf(self.conf), hypervisor=self.hv, db=self.db,
                            notifier=self.notifier, pool=self.pool, clock=self.clock,
-                           wall=self.wall, spread=lambda: 0.0)
+                           wall=self.wall, spread=lambda: self.spread)
         self.journal = self.mon.results.journal
         self.outbox = self.mon.results.outbox
         self.mon.results.recover()
@@ -457,3 +458,54 @@ def test_redefined_domain_reports_its_next_failure(conf):
     rig.rounds(3)
     assert len(rig.notifier.sent) == 2
     assert rig.journal.get(A).episode == 2
+
+
+def test_a_disconnect_seen_while_a_round_runs_graces_that_round(conf):
+    """The agent disconnects (a reboot begins) while a round is out: its
+    "agent not connected" must not count, though the round began before."""
+    pool = DeferredPool()
+    rig = Rig(conf, pool=pool)
+    rig.hv.add(A, "vm-a")
+    rig.mon.step(wait=False)
+    pool.run_all()
+    rig.mon.step(wait=False)
+    assert rig.state(A) is State.HEALTHY
+    rig.clock.t += 10
+    rig.hv.behaviour[A] = ErrorKind.AGENT_NOT_CONNECTED
+    rig.mon.step(wait=False)                 # a round is now in flight
+    rig.mon.handle_event(LifecycleEvent(EventKind.AGENT_DISCONNECTED, A, "vm-a"))
+    pool.run_all()                           # it fails: agent not connected
+    rig.mon.step(wait=False)
+    rec = rig.journal.get(A)
+    assert (rec.state, rec.failures) == (State.HEALTHY, 0)
+    assert "within" in rec.last_reason
+
+
+def test_first_rounds_after_a_restart_are_spread_but_suspects_go_first(conf):
+    rig = Rig(conf)
+    rig.hv.add(A, "vm-a")
+    rig.hv.add(B, "vm-b")
+    rig.rounds(1)
+    rig.hv.behaviour[B] = ErrorKind.AGENT_TIMEOUT
+    rig.rounds(1)
+    assert (rig.state(A), rig.state(B)) == (State.HEALTHY, State.FAILING)
+    rig.db.close()
+
+    rig.spread = 0.5                          # half an interval
+    rig.open()
+    rig.hv.calls.clear()
+    rig.mon.step(wait=False)
+    assert {u for u, _ in rig.hv.calls} == {B}   # the suspect at once
+    rig.clock.t += 5.0
+    rig.mon.step(wait=False)
+    assert {u for u, _ in rig.hv.calls} == {A, B}
+
+
+def test_a_domain_no_longer_monitored_is_forgotten_by_the_hypervisor(conf):
+    rig = Rig(conf)
+    rig.hv.add(A, "vm-a")
+    rig.rounds(1)
+    rig.hv.states[A] = DomainState.SHUTOFF
+    rig.mon.handle_event(LifecycleEvent(EventKind.STOPPED, A, "vm-a"))
+    rig.mon.step(wait=False)
+    assert rig.hv.forgotten == [A]
