@@ -60,6 +60,18 @@ class RoundSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class ProbeRun:
+    """One probe's part of a round: for status (each probe's last verdict)
+    and metrics (latency by probe type)."""
+
+    name: str
+    result: ProbeResult
+    seconds: float
+    #: the probe did not run: the guest blocks an RPC it needs
+    skipped: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class RoundOutcome:
     """A round's verdict, plus what the scheduler should remember."""
 
@@ -72,6 +84,8 @@ class RoundOutcome:
     #: disconnect grace armed while the round ran still makes it UNKNOWN
     #: (see :func:`in_disconnect_grace`)
     agent_absent: bool = False
+    #: each probe's own result, in policy order
+    probes: tuple[ProbeRun, ...] = ()
 
 
 def in_disconnect_grace(grace: float) -> ProbeResult:
@@ -110,30 +124,35 @@ class Prober:
             try:
                 learnt = capabilities.discover(agent, spec.probes, spec.timeout)
             except AgentError as exc:
-                return RoundOutcome(self._failed_call(spec, exc))
+                result = self._failed_call(spec, exc)
+                return RoundOutcome(result, agent_absent=(
+                    exc.kind is ErrorKind.AGENT_NOT_CONNECTED
+                    and result.verdict is Verdict.FAILED))
             answered = True
             for result in learnt.values():
                 LOG.warning("domain %s (%s): %s", spec.name, spec.uuid, result.reason)
         blocked = spec.blocked if learnt is None else learnt
         results = []
+        runs = []
         absent: list[ProbeResult] = []   # FAILED only for want of an agent
         round_ends = self._clock() + spec.timeout
         for probe in spec.probes:
             if probe.name in blocked:
                 results.append(blocked[probe.name])
+                runs.append(ProbeRun(probe.name, blocked[probe.name], 0.0, skipped=True))
                 continue
             # The round as a whole keeps to the policy's timeout; a probe
             # after a slow one gets what is left (at least MIN_PROBE_TIME).
-            left = max(MIN_PROBE_TIME, round_ends - self._clock())
+            started = self._clock()
+            left = max(MIN_PROBE_TIME, round_ends - started)
             try:
                 result = probe.run(agent, left)
             except AgentError as exc:
                 result = self._failed_call(spec, exc)
                 if exc.kind is ErrorKind.AGENT_NOT_CONNECTED:
                     absent.append(result)
-                results.append(result)
-                continue
             results.append(result)
+            runs.append(ProbeRun(probe.name, result, self._clock() - started))
             # Only a HEALTHY answer proves the agent is there: a probe may
             # turn a failed call into a verdict of its own.
             answered = answered or result.verdict is Verdict.HEALTHY
@@ -145,7 +164,8 @@ class Prober:
         failed = [r for r in results if r.verdict is Verdict.FAILED]
         agent_absent = bool(failed) and all(any(r is a for a in absent) for r in failed)
         return RoundOutcome(result, agent_answered=answered, blocked=learnt,
-                            agent_absent=agent_absent and result.verdict is Verdict.FAILED)
+                            agent_absent=agent_absent and result.verdict is Verdict.FAILED,
+                            probes=tuple(runs))
 
     def _failed_call(self, spec: RoundSpec, exc: AgentError) -> ProbeResult:
         """What a failed agent call says about the guest."""
