@@ -30,6 +30,10 @@ VIR_ERR_ARGUMENT_UNSUPPORTED = 74
 VIR_ERR_OPERATION_UNSUPPORTED = 84
 VIR_ERR_AGENT_UNRESPONSIVE = 86
 VIR_ERR_AGENT_UNSYNCED = 97
+#: Newer than libvirt 9.0 (which reports both situations as 86), so older
+#: bindings lack the names; the numbers are libvirt's stable ABI.
+VIR_ERR_AGENT_COMMAND_TIMEOUT = 112
+VIR_ERR_AGENT_COMMAND_FAILED = 113
 
 # virErrorDomain values: errors raised by the client-side transport.
 VIR_FROM_RPC = 7
@@ -66,6 +70,13 @@ def classify(code: int, domain: int, message: str) -> ErrorKind:
         return ErrorKind.CONNECTION_LOST
     if code == VIR_ERR_SYSTEM_ERROR and domain in (VIR_FROM_RPC, VIR_FROM_REMOTE):
         return ErrorKind.CONNECTION_LOST
+    if code in (VIR_ERR_AGENT_UNRESPONSIVE, VIR_ERR_AGENT_COMMAND_FAILED) \
+            and "disappeared" in msg:
+        # "Guest agent disappeared while executing command": qemu-ga closed
+        # its channel mid-call (guest shutting down or rebooting, agent
+        # restarted), which is an absent agent, not a hung one; the
+        # disconnect grace decides whether it counts.
+        return ErrorKind.AGENT_NOT_CONNECTED
     if code == VIR_ERR_AGENT_UNRESPONSIVE:
         # "QEMU guest agent is not connected" and "... not available due to
         # an error" (libvirt gave up on a broken channel) mean no agent to
@@ -74,6 +85,10 @@ def classify(code: int, domain: int, message: str) -> ErrorKind:
         if "not connected" in msg or "due to an error" in msg:
             return ErrorKind.AGENT_NOT_CONNECTED
         return ErrorKind.AGENT_TIMEOUT
+    if code == VIR_ERR_AGENT_COMMAND_TIMEOUT:
+        return ErrorKind.AGENT_TIMEOUT
+    if code == VIR_ERR_AGENT_COMMAND_FAILED:
+        return agent_reply_error_kind(msg)
     if code == VIR_ERR_AGENT_UNSYNCED:
         return ErrorKind.BAD_REPLY
     if code == VIR_ERR_OPERATION_INVALID:

@@ -128,9 +128,40 @@ def test_agent_answers_are_named_alike_in_replies_and_libvirt_errors(case_id, co
 ERROR_NUMBERS = [n for n in dir(errors) if n.startswith(("VIR_ERR_", "VIR_FROM_"))]
 
 
-@pytest.mark.parametrize("name", ERROR_NUMBERS)
+IN_BINDING = [n for n in ERROR_NUMBERS if hasattr(libvirt, n)]
+NEWER_THAN_BINDING = [n for n in ERROR_NUMBERS if not hasattr(libvirt, n)]
+
+
+@pytest.mark.parametrize("name", IN_BINDING)
 def test_error_numbers_match_libvirt(name):
     assert getattr(errors, name) == getattr(libvirt, name)
+
+
+@pytest.mark.parametrize("name", NEWER_THAN_BINDING)
+def test_numbers_the_binding_lacks_are_newer_than_all_it_has(name):
+    assert name.startswith("VIR_ERR_AGENT_COMMAND_")
+    known = [getattr(libvirt, n) for n in dir(libvirt)
+             if n.startswith("VIR_ERR_") and not n.endswith("_LAST")]
+    assert getattr(errors, name) > max(known)
+
+
+@pytest.mark.parametrize("code, message, kind", [
+    # libvirt after 9.0: agent calls report their own codes
+    (112, "Guest agent timeout while executing command", K.AGENT_TIMEOUT),
+    (113, "internal error: unable to execute QEMU agent command 'guest-exec': "
+          "Command guest-exec has been disabled", K.COMMAND_DISABLED),
+    (113, "unable to execute QEMU agent command 'x': Command x has not been found",
+     K.COMMAND_NOT_FOUND),
+    (113, "unable to execute QEMU agent command 'guest-exec': Failed to execute",
+     K.COMMAND_FAILED),
+    # the agent went away mid-call: absent (graced), not hung
+    (86, "Guest agent disappeared while executing command", K.AGENT_NOT_CONNECTED),
+    (113, "Guest agent disappeared while executing command", K.AGENT_NOT_CONNECTED),
+    (86, "Guest agent is not responding: Guest agent not available for now",
+     K.AGENT_TIMEOUT),
+])
+def test_agent_error_codes_old_and_new(code, message, kind):
+    assert classify(code, 10, message) is kind
 
 
 NOT_RUNNING = [s for s in DomainState if s is not DomainState.RUNNING]
