@@ -1,6 +1,6 @@
 # The two commands the README promises: `make demo` and `make test`.
 # Each installs what it needs on a fresh machine and can be run again.
-.PHONY: demo test unit lint bench sample-config setup
+.PHONY: demo test unit lint bench sample-config setup docs
 
 setup:
 	./tools/setup-dev.sh
@@ -8,7 +8,7 @@ setup:
 demo: setup
 	PYTHONPATH=tools .venv/bin/python tools/demo.py
 
-test: setup lint
+test: setup lint docs
 	PYTHONPATH=tools .venv/bin/python -m testbed setup
 	PYTHONPATH=tools .venv/bin/python -m pytest -p no:cacheprovider tests
 
@@ -26,3 +26,8 @@ bench: setup
 
 sample-config: setup
 	.venv/bin/oslo-config-generator --config-file etc/oslo-config-generator/masakari-iim.conf
+
+# Sphinx, warnings as errors: a malformed table or an option name that
+# does not exist fails the build.
+docs: setup
+	.venv/bin/sphinx-build -W -b html doc/source doc/build/html

@@ -19,7 +19,7 @@ import urllib.parse
 from masakarimonitors_iim.common.text import one_line
 
 #: Bump with a migration in _MIGRATIONS when the schema changes.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: Seconds a writer waits for a lock held by another connection (e.g. a
 #: status command reading the file) before giving up.
@@ -74,8 +74,24 @@ ALTER TABLE outbox ADD COLUMN maybe_landed INTEGER NOT NULL DEFAULT 0
 UPDATE outbox SET maybe_landed = attempts
 """]
 
+# v3: where Masakari took each notification: the uuid it gave it, its
+# engine's last seen status and when it was looked at. v2 rows delivered
+# with a uuid in their answer ("accepted as notification <uuid> (status
+# ...)") get it back, so they are followed to their end too.
+_SCHEMA_V3 = ["""
+ALTER TABLE outbox ADD COLUMN masakari_uuid TEXT NOT NULL DEFAULT ''
+""", """
+ALTER TABLE outbox ADD COLUMN engine_status TEXT NOT NULL DEFAULT ''
+""", """
+ALTER TABLE outbox ADD COLUMN engine_checked_at REAL
+""", """
+UPDATE outbox SET masakari_uuid = substr(last_error, 26, 36)
+WHERE status = 'delivered' AND last_error LIKE
+    'accepted as notification ________-____-____-____-____________ (status %'
+"""]
+
 #: version reached -> statements that get there from the version before.
-_MIGRATIONS: dict[int, list[str]] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+_MIGRATIONS: dict[int, list[str]] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
 
 
 class DatabaseError(Exception):

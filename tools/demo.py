@@ -54,7 +54,7 @@ def wait(what: str, predicate: Callable[[], object], timeout: float) -> object:
 
 
 def journal_state(monitor: MonitorProcess, uuid: str) -> str:
-    row = parse_status(monitor.status()).domains.get(uuid)
+    row = parse_status(monitor.status("--json")).domains.get(uuid)
     return row.journal if row else ""
 
 

@@ -1,15 +1,21 @@
 """``masakari-iim``: run the monitor, or look at what it is doing.
 
-    masakari-iim [--config-file F] [--config-dir D]            run in the foreground
-    masakari-iim status [--config-file F]                      journal, verdicts, outbox
-    masakari-iim policy show DOMAIN [--config-file F]          effective policy, and why
+    masakari-iim [--config-file F] [--config-dir D] [run]    run in the foreground
+    masakari-iim status [--json] [DOMAIN]                     journal, probes, outbox
+    masakari-iim policy show DOMAIN                           effective policy, and why
+    masakari-iim outbox list [--status S]                     notifications owed
+    masakari-iim outbox requeue ID                            send a dead letter again
+
+``masakari-iim COMMAND --help`` describes each (:mod:`.cli`). Exit codes:
+0 done, 1 the database or libvirt failed or the thing asked for is not
+there, 2 a configuration or command-line error (one line on stderr).
 """
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
+import time
 from typing import Any
 
 from oslo_config import cfg
@@ -17,9 +23,12 @@ from oslo_log import log as logging
 from stevedore import driver
 
 from masakarimonitors_iim import conf as iim_conf
+from masakarimonitors_iim.cmd import cli
+from masakarimonitors_iim.cmd import outbox
 from masakarimonitors_iim.common.text import one_line
 from masakarimonitors_iim.conf import options
 from masakarimonitors_iim.db import DatabaseError
+from masakarimonitors_iim.monitor.lock import JournalLocked
 from masakarimonitors_iim.policy import PolicyError
 
 LOG = logging.getLogger(__name__)
@@ -27,43 +36,49 @@ STOP_DEADLINE = 4.0   # SIGTERM must finish within 5 s
 MONITORS_NAMESPACE = "masakarimonitors_iim.monitors"
 
 
-def _parse(argv: list[str], conf: cfg.ConfigOpts) -> None:
-    iim_conf.register_opts(conf)
-    logging.register_options(conf)
-    default = iim_conf.DEFAULT_CONFIG_FILE
-    defaults = [default] if os.path.exists(default) else []
-    conf(argv, project="masakarimonitors", prog="masakari-iim",
-         default_config_files=defaults)
-    iim_conf.validate(conf)
-
-
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, conf: cfg.ConfigOpts | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = argv[0] if argv and not argv[0].startswith("-") else "run"
-    rest = argv[1:] if command != "run" else argv
-    conf = iim_conf.CONF
+    conf = iim_conf.CONF if conf is None else conf
     try:
+        cli.parse(argv, conf)
+        command = conf.command.name or "run"
         if command == "run":
-            _parse(rest, conf)
             return _run(conf)
+        journal_path = conf[options.IIM_GROUP].journal_path
         if command == "status":
-            _parse(rest, conf)
-            from masakarimonitors_iim import status
-            print(status.render(conf[options.IIM_GROUP].journal_path))
-            return 0
-        if command == "policy" and rest[:1] == ["show"] and len(rest) >= 2:
-            domain = rest[1]
-            _parse(rest[2:], conf)
-            return _policy_show(conf, domain)
+            return _status(journal_path, conf.command.as_json, conf.command.domain,
+                           conf.callback.retry_max)
+        if command == "policy":          # its only action: show
+            return _policy_show(conf, conf.command.domain)
+        if conf.command.outbox_action == "list":
+            return outbox.list_entries(journal_path, conf.command.outbox_status,
+                                       conf.callback.retry_max)
+        return outbox.requeue(journal_path, conf.command.entry_id)
     except (iim_conf.ConfigError, cfg.Error, PolicyError) as exc:
         print("masakari-iim: configuration error: %s" % one_line(exc, 2000),
               file=sys.stderr)
         return 2
+    except JournalLocked as exc:    # a second monitor on one journal
+        print("masakari-iim: %s" % one_line(exc, 2000), file=sys.stderr)
+        return 2
     except DatabaseError as exc:
         print("masakari-iim: %s" % exc, file=sys.stderr)
         return 1
-    print(__doc__, file=sys.stderr)
-    return 2
+
+
+def _status(journal_path: str, as_json: bool, domain: str | None, retry_max: int) -> int:
+    from masakarimonitors_iim.status import model, render_json, render_text
+
+    view = model.load(journal_path, time.time(), retry_max)
+    if domain:
+        one = model.select(view, domain)
+        if one is None:
+            print("masakari-iim: no domain %r in the journal at %s or the monitor's "
+                  "snapshot" % (one_line(domain, 100), journal_path), file=sys.stderr)
+            return 1
+        view = one
+    print(render_json.render(view) if as_json else render_text.render(view, detail=bool(domain)))
+    return 0
 
 
 def _run(conf: cfg.ConfigOpts) -> int:

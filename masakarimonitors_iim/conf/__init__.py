@@ -1,8 +1,9 @@
 """Configuration: one global ConfigOpts, as masakari-monitors has.
 
 Sharing ``cfg.CONF`` lets masakari-monitors load this monitor in-process
-through its ``introspectiveinstancemonitor_manager`` option; options it
-already registered under the same name are kept as they are.
+through its ``introspectiveinstancemonitor_manager`` option. The options
+both packages define are defined identically (:mod:`.upstream`), so they
+register in either order and one config file means the same to both.
 """
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import configparser
 import glob
 import os
 
+from keystoneauth1 import loading as ks_loading
 from oslo_config import cfg
 
 from masakarimonitors_iim.common.text import one_line
-from masakarimonitors_iim.conf import options
+from masakarimonitors_iim.conf import options, upstream
 
 CONF = cfg.CONF
 DEFAULT_CONFIG_FILE = "/etc/masakarimonitors/masakarimonitors.conf"
@@ -24,13 +26,15 @@ class ConfigError(Exception):
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
-    for group, opts in options.groups():
+    for group, opts in options.registered_groups():
         for opt in opts:
             try:
                 conf.register_opt(opt, group=None if group == "DEFAULT" else group)
             except cfg.DuplicateOptError:
-                # Registered already by masakari-monitors with the same name
-                # and meaning; its definition stands.
+                # Only a masakari-monitors release other than the one
+                # conf/upstream.py copies defines it differently; it
+                # registered first (it loads this monitor), so its
+                # definition stands, and validate() still applies LIMITS.
                 pass
     conf.set_default("auth_type", "password", group="api")
 
@@ -41,7 +45,8 @@ def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
 
 
 def hostname(conf: cfg.ConfigOpts) -> str:
-    return conf.hostname or conf.host
+    """``[DEFAULT] hostname`` (``host``, its deprecated name, sets it too)."""
+    return str(conf.hostname)
 
 
 def validate(conf: cfg.ConfigOpts) -> None:
@@ -53,11 +58,15 @@ def validate(conf: cfg.ConfigOpts) -> None:
     shared with the other masakari monitors, so unknown keys there are
     someone else's).
     """
+    _register_auth_plugin_opts(conf)
     for group, opts in options.groups():
         section = conf if group == "DEFAULT" else conf[group]
         for opt in opts:
             try:
-                getattr(section, opt.dest)
+                value = getattr(section, opt.dest)
+                limit = upstream.LIMITS.get((group, opt.dest))
+                if limit is not None and value is not None:
+                    limit(value)
             except (cfg.ConfigFileValueError, ValueError) as exc:
                 raise ConfigError("invalid value for [%s] %s: %s; fix it in %s"
                                   % (group, opt.name, one_line(exc),
@@ -79,6 +88,23 @@ def validate(conf: cfg.ConfigOpts) -> None:
                         "(known: %s)" % (options.IIM_GROUP, key, path,
                                          ", ".join(sorted(known))))
     _check_notifier(conf)
+
+
+def _register_auth_plugin_opts(conf: cfg.ConfigOpts) -> None:
+    """Register the options of the auth plugin ``[api] auth_type`` names,
+    exactly as keystoneauth does when the notifier loads it (so that load
+    finds equal definitions), but now: their values are checked at
+    start-up and the secret ones are masked in the logged configuration.
+    An unknown plugin is left to the notifier, which reports it and
+    retries: a broken [api] must not stop the monitoring."""
+    group = conf.api.auth_section or "api"
+    try:
+        auth_type = conf[group].auth_type
+        if auth_type:
+            conf.register_opts(ks_loading.get_auth_plugin_conf_options(auth_type),
+                               group=group)
+    except Exception:   # noqa: S110 - the notifier reports it, with the plugin's words
+        pass
 
 
 def _check_notifier(conf: cfg.ConfigOpts) -> None:

@@ -2,46 +2,34 @@
 
 Upstream names keep their upstream meaning so this monitor can read the
 masakari-monitors config file unchanged; options new to this project
-live in the same groups with names that say what they do.
+live in the same groups with names that say what they do. The options
+masakari-monitors defines too are its own definitions (:mod:`.upstream`),
+so both packages can register them on one ConfigOpts.
 """
 from __future__ import annotations
 
 import copy
-import socket
 
 from keystoneauth1 import loading as ks_loading
 from oslo_config import cfg
 
+from masakarimonitors_iim.conf import upstream
+
 DEFAULT_JOURNAL = "/var/lib/masakarimonitors/iim-journal.sqlite"
-UPSTREAM_SOCK_PATH = r"/var/lib/libvirt/qemu/org\.qemu\.guest_agent\..*\.instance-.*\.sock"
+UPSTREAM_SOCK_PATH = upstream.SOCK
 
-IIM_GROUP = "introspectiveinstancemonitor"
+IIM_GROUP = upstream.IIM_GROUP
 
-service_opts: list[cfg.Opt] = [
-    cfg.StrOpt("host", default=socket.gethostname(),
-               sample_default="<hostname>",
-               help="Name of this host, as masakari-monitors uses it. Used as the "
-                    "notification's hostname unless [DEFAULT] hostname is set."),
-    cfg.StrOpt("hostname",
-               help="Name of this compute host as Masakari knows it (its host in "
-                    "the failover segment). Defaults to [DEFAULT] host."),
-]
+# [DEFAULT] hostname: this host's name in Masakari's failover segment
+# (``host``, its deprecated name, still works, as in masakari-monitors).
+service_opts: list[cfg.Opt] = [upstream.HOSTNAME]
 
 monitor_opts: list[cfg.Opt] = [
-    # upstream options -----------------------------------------------------
-    cfg.IntOpt("guest_monitoring_interval", default=10, min=1,
-               help="Seconds between two probe rounds of one domain."),
-    cfg.IntOpt("guest_monitoring_timeout", default=2, min=1,
-               help="Seconds one guest-agent call may take before the guest "
-                    "counts as not answering. Set as the domain's agent response "
-                    "timeout too, so a hung agent never costs more than this."),
-    cfg.IntOpt("guest_monitoring_failure_threshold", default=3, min=1,
-               help="Consecutive failed probe rounds of a healthy guest before "
-                    "one notification is sent."),
-    cfg.StrOpt("qemu_guest_agent_sock_path", default=UPSTREAM_SOCK_PATH,
-               help="Accepted for compatibility with masakari-monitors and not "
-                    "used: domains are found by their guest agent channel name "
-                    "(org.qemu.guest_agent.0), whatever their socket path."),
+    # upstream options, as upstream defines them (see conf/upstream.py):
+    # guest_monitoring_interval, _timeout (also set as each domain's agent
+    # response timeout), _failure_threshold, and qemu_guest_agent_sock_path
+    # (accepted, unused: domains are found by their agent channel name).
+    *upstream.MONITOR_OPTS,
     # options of this project ----------------------------------------------
     cfg.IntOpt("guest_monitoring_success_threshold", default=1, min=1,
                help="Consecutive healthy rounds before a new, failing or "
@@ -76,18 +64,23 @@ monitor_opts: list[cfg.Opt] = [
                                                    "newer Masakari releases")],
                help="Value of the notification payload's 'event' key; "
                     "vir_domain_event is always STOPPED_FAILED."),
+    cfg.PortOpt("metrics_port", default=0,
+                help="TCP port of the Prometheus metrics endpoint (/metrics): "
+                     "domains by journal state, probe latency, verdicts, "
+                     "notifications, outbox depth and age, libvirt connection. "
+                     "0 turns the endpoint off."),
+    cfg.HostAddressOpt("metrics_host", default="127.0.0.1",
+                       help="Address the metrics endpoint listens on. The "
+                            "metrics carry no secrets but do name domain "
+                            "states; listen beyond localhost only on a "
+                            "management network."),
 ]
 
 callback_opts: list[cfg.Opt] = [
-    cfg.IntOpt("retry_max", default=12, min=0,
-               help="Delivery attempts after which an undelivered notification "
-                    "is reported as overdue (one ERROR log, and in status). "
-                    "Unlike masakari-monitors, the notification is never "
-                    "dropped: retries go on at max_retry_interval."),
-    cfg.IntOpt("retry_interval", default=10, min=1,
-               help="Seconds before the first retry of a failed delivery; each "
-                    "further retry waits twice as long (with jitter), up to "
-                    "max_retry_interval."),
+    # retry_max: attempts after which an undelivered notification is reported
+    # overdue (unlike upstream, it is never dropped); retry_interval: seconds
+    # before the first retry, doubled (with jitter) up to max_retry_interval.
+    *upstream.CALLBACK_OPTS,
     cfg.IntOpt("max_retry_interval", default=300, min=1,
                help="Longest wait between two delivery attempts, in seconds."),
     cfg.IntOpt("duplicate_window", default=180, min=0,
@@ -98,21 +91,27 @@ callback_opts: list[cfg.Opt] = [
                     "once the window has passed."),
 ]
 
-libvirt_opts: list[cfg.Opt] = [
-    cfg.StrOpt("connection_uri", default="qemu:///system",
-               help="libvirt URI of the local hypervisor."),
-]
+libvirt_opts: list[cfg.Opt] = list(upstream.LIBVIRT_OPTS)
 
-api_opts = [
-    cfg.StrOpt("region", default="RegionOne", help="Region name."),
-    cfg.StrOpt("api_version", default="v1", help="Masakari API version."),
-    cfg.StrOpt("api_interface", default="public", help="Interface of the endpoint."),
-]
+api_opts: list[cfg.Opt] = list(upstream.API_OPTS)
+
+
+def api_registered_opts() -> list[cfg.Opt]:
+    """[api] as registered: upstream's options, keystoneauth's session
+    options and auth_type / auth_section, as masakari-monitors registers
+    them. Not the auth plugin's own options: keystoneauth registers those
+    itself, with its definitions, when it loads the plugin ``auth_type``
+    names, and a different definition registered before (even one only
+    not ``required``) makes that load fail with DuplicateOptError."""
+    return (api_opts
+            + ks_loading.get_session_conf_options()
+            + ks_loading.get_auth_common_conf_options())
 
 
 def api_group_opts() -> list[cfg.Opt]:
-    """[api]: upstream options plus keystoneauth's, so both a noauth
-    endpoint (auth_type = none, endpoint = ...) and password auth work."""
+    """[api] as documented: :func:`api_registered_opts` plus the password
+    plugin's options, so the sample config shows both a noauth endpoint
+    (auth_type = none, endpoint = ...) and password auth."""
     password_opts = []
     for opt in ks_loading.get_auth_plugin_conf_options("password"):
         # Required only when auth_type is password; keystoneauth checks that
@@ -120,17 +119,21 @@ def api_group_opts() -> list[cfg.Opt]:
         opt = copy.copy(opt)
         opt.required = False
         password_opts.append(opt)
-    return (api_opts
-            + ks_loading.get_session_conf_options()
-            + ks_loading.get_auth_common_conf_options()
-            + password_opts)
+    return api_registered_opts() + password_opts
 
 
 def groups() -> list[tuple[str, list[cfg.Opt]]]:
+    """Every option, for the sample config and the documentation."""
+    return [(group, api_group_opts() if group == "api" else opts)
+            for group, opts in registered_groups()]
+
+
+def registered_groups() -> list[tuple[str, list[cfg.Opt]]]:
+    """The options registered at start-up (``conf.register_opts``)."""
     return [
         ("DEFAULT", service_opts),
         (IIM_GROUP, monitor_opts),
         ("callback", callback_opts),
         ("libvirt", libvirt_opts),
-        ("api", api_group_opts()),
+        ("api", api_registered_opts()),
     ]

@@ -32,6 +32,11 @@ class HypervisorAPI(Protocol):
     def wait_connected(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for a connection; False if none."""
 
+    @property
+    def connected(self) -> bool:
+        """True while a connection is open and not known to be dead (for
+        metrics and start-up; calls still fail fast when it is not)."""
+
     def list_running_domains(self) -> list[DomainInfo]:
         """Active domains; raises HypervisorUnavailable when libvirt is not reachable."""
 

@@ -14,8 +14,7 @@ from oslo_log import log as logging
 
 from masakarimonitors_iim import policy as policy_mod
 from masakarimonitors_iim.hypervisor.types import AgentChannel, DomainInfo
-from masakarimonitors_iim.notifier.base import format_generated_time
-from masakarimonitors_iim.prober import RoundOutcome, RoundSpec
+from masakarimonitors_iim.prober import ProbeRun, RoundOutcome, RoundSpec
 from masakarimonitors_iim.probes import base as probes_base
 from masakarimonitors_iim.verdict import ProbeResult
 
@@ -44,12 +43,18 @@ class Watched:
     #: reboots, and a boot the monitor did not see (it was down, or libvirt
     #: was) looks the same. Cleared when the agent answers.
     disconnect_grace_until: float = 0.0
+    #: each probe's part of the last round that ran the probes, and the
+    #: wall time it was applied: status shows each probe's own verdict
+    #: and its age (a round that could not run them keeps the older ones)
+    last_probes: tuple[ProbeRun, ...] = ()
+    last_probes_at: float = 0.0
 
     def build_probes(self) -> None:
         """(Re)create the probes from the policy; a probe that cannot be
         loaded makes every round UNKNOWN with the reason, logged once."""
         self.probes = []
         self.probe_error = ""
+        self.last_probes = ()    # they were about the probes being replaced
         for spec in self.policy.probes:
             try:
                 self.probes.append(probes_base.load_probe(spec.name, spec.params))
@@ -96,8 +101,12 @@ class Watched:
             disconnect_grace_until=self.disconnect_grace_until,
             disconnect_grace=disconnect_grace)
 
-    def learn(self, outcome: RoundOutcome) -> None:
-        """Keep what a round found out about the guest."""
+    def learn(self, outcome: RoundOutcome, wall: float) -> None:
+        """Keep what a round found out about the guest; ``wall`` is when
+        it was applied, for status."""
+        if outcome.probes:
+            self.last_probes = outcome.probes
+            self.last_probes_at = wall
         if outcome.blocked is not None:
             self.blocked = dict(outcome.blocked)
             self.capabilities_checked = True
@@ -122,16 +131,47 @@ class Watched:
         return job
 
 
-def snapshot(hostname: str, now: float, watched: Mapping[str, Watched],
-             unmonitored: Mapping[str, str]) -> dict[str, Any]:
-    """What only the running monitor knows, for ``masakari-iim status``:
-    verdicts are in the journal; names and blocked probes are not."""
+def snapshot(hostname: str, now: float, monotonic: float, watched: Mapping[str, Watched],
+             unmonitored: Mapping[str, str],
+             unmonitored_info: Mapping[str, DomainInfo]) -> dict[str, Any]:
+    """What only the running monitor knows, for ``masakari-iim status``
+    (:mod:`masakarimonitors_iim.status.model` reads it): verdicts are in
+    the journal; display names, each probe's last run, graces and why a
+    domain is unmonitored are not. ``now`` is wall time, ``monotonic`` the
+    scheduler's clock at the same instant: graces run on the latter and
+    are written as wall times (null when not in force). Shape::
+
+        {"host": str, "written_at": wall time,
+         "monitored": {uuid: {"name", "display_name", "capability",
+                              "probes": [{"name", "verdict", "reason", "seconds",
+                                          "skipped", "at"}],
+                              "startup_grace_until", "disconnect_grace_until"}},
+         "unmonitored": {uuid: why},
+         "unmonitored_names": {uuid: {"name", "display_name"}}}
+    """
+    def wall(until: float) -> float | None:
+        return now + (until - monotonic) if until > monotonic else None
+
     return {
         "host": hostname,
-        "written_at": format_generated_time(now),
+        "written_at": now,
         "monitored": {
-            uuid: {"name": w.info.name,
-                   "capability": "; ".join(r.reason for r in w.blocked.values())}
+            uuid: {"name": w.info.name, "display_name": _display_name(w.info),
+                   "capability": "; ".join(r.reason for r in w.blocked.values()),
+                   "probes": [{"name": run.name, "verdict": run.result.verdict.value,
+                               "reason": run.result.reason, "seconds": run.seconds,
+                               "skipped": run.skipped, "at": w.last_probes_at}
+                              for run in w.last_probes],
+                   "startup_grace_until": wall(w.started_at + w.policy.startup_grace),
+                   "disconnect_grace_until": wall(w.disconnect_grace_until)}
             for uuid, w in watched.items()},
         "unmonitored": dict(unmonitored),
+        "unmonitored_names": {
+            uuid: {"name": info.name, "display_name": _display_name(info)}
+            for uuid, info in unmonitored_info.items()},
     }
+
+
+def _display_name(info: DomainInfo) -> str:
+    """Nova's name for the instance, which operators know it by."""
+    return info.nova.instance_name if info.nova else ""

@@ -45,6 +45,7 @@ class Registry:
         self.policy_file = policy_file
         self.watched: dict[str, Watched] = {}
         self.unmonitored: dict[str, str] = {}   # uuid -> why (shown in status)
+        self.unmonitored_info: dict[str, DomainInfo] = {}   # names, for status
 
     def sync(self, domains: list[DomainInfo], spread: bool) -> None:
         """(Un)watch after a listing of the running domains. With
@@ -73,6 +74,7 @@ class Registry:
                 # for a moment, and a real stop comes as an event.
                 self.unwatch(uuid, "no longer listed as running", journal=False)
         self.unmonitored = unmonitored
+        self.unmonitored_info = {d.uuid: d for d in domains if d.uuid in unmonitored}
 
     def _watch(self, info: DomainInfo, spread: bool) -> Watched | None:
         pol = self._resolve(info)
@@ -99,15 +101,18 @@ class Registry:
         return w
 
     def unwatch(self, uuid: str, why: str, journal: bool = True) -> None:
-        w = self.watched.pop(uuid, None)
+        w = self.watched.get(uuid)
         if w is None:
             return
+        if journal:
+            # First: if the write fails, the domain is still watched and
+            # the scheduler applies the whole event again.
+            self._results.stopped(uuid)
+        del self.watched[uuid]
         self.close_probes(w)
         # An unmonitored domain keeps no trace of the monitor: its agent
         # timeout is not set again after a restart or reconnect.
         self._hv.forget_domain(uuid)
-        if journal:
-            self._results.stopped(uuid)
         LOG.info("stopped monitoring domain %s (%s): %s", w.info.name, uuid, why)
 
     def close_probes(self, w: Watched) -> None:
@@ -165,5 +170,6 @@ class Registry:
             if w.apply_policy(pol):
                 self._hv.set_agent_timeout(uuid, pol.timeout)
 
-    def snapshot(self, now: float) -> dict[str, Any]:
-        return snapshot(self.settings.hostname, now, self.watched, self.unmonitored)
+    def snapshot(self, now: float, monotonic: float) -> dict[str, Any]:
+        return snapshot(self.settings.hostname, now, monotonic, self.watched,
+                        self.unmonitored, self.unmonitored_info)

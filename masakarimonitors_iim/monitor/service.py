@@ -16,15 +16,19 @@ from typing import Any, Callable
 from oslo_log import log as logging
 
 from masakarimonitors_iim import status
+from masakarimonitors_iim.common.backoff import next_delay
 from masakarimonitors_iim.common.logonce import LogOnce
-from masakarimonitors_iim.db import Database
+from masakarimonitors_iim.db import Database, DatabaseError
 from masakarimonitors_iim.hypervisor.interface import HypervisorAPI
 from masakarimonitors_iim.hypervisor.types import HypervisorUnavailable, LifecycleEvent
 from masakarimonitors_iim.journal import machine
 from masakarimonitors_iim.monitor.domains import Watched
+from masakarimonitors_iim.monitor.lock import JournalLock
+from masakarimonitors_iim.monitor.metrics import Metrics
 from masakarimonitors_iim.monitor.registry import Registry
 from masakarimonitors_iim.monitor.results import JournalWriter
 from masakarimonitors_iim.monitor.settings import Settings, load_policy_file
+from masakarimonitors_iim.monitor.systemd import SystemdNotifier
 from masakarimonitors_iim.notifier.base import Notifier
 from masakarimonitors_iim.outbox.sender import Sender
 from masakarimonitors_iim.prober import Prober, RoundOutcome, in_disconnect_grace
@@ -35,6 +39,14 @@ LOG = logging.getLogger(__name__)
 
 PRUNE_EVERY = 3600.0
 INVENTORY_RETRY = 1.0
+#: Back-off after a failed scheduler iteration (a job whose journal write
+#: failed is retried then): from 1 s, doubling, at most this.
+RETRY_MAX_INTERVAL = 5.0
+#: Before the first listing, wait this long (in steps of FIRST_CONNECT_STEP)
+#: for libvirt's first connection, so a start is not greeted by a warning
+#: that libvirt is unreachable when it was merely not asked yet.
+FIRST_CONNECT_WAIT = 3.0
+FIRST_CONNECT_STEP = 0.1
 
 
 class Monitor:
@@ -44,7 +56,9 @@ class Monitor:
                  notifier: Notifier, pool: WorkerPool,
                  clock: Callable[[], float], wall: Callable[[], float],
                  spread: Callable[[], float] = random.random,
-                 prober: Prober | None = None) -> None:
+                 prober: Prober | None = None, metrics: Metrics | None = None,
+                 systemd: SystemdNotifier | None = None,
+                 journal_lock: JournalLock | None = None) -> None:
         self.settings = settings
         self._clock = clock
         self._wall = wall
@@ -59,7 +73,8 @@ class Monitor:
                              retry_interval=settings.retry_interval,
                              retry_max=settings.retry_max,
                              max_backoff=settings.max_retry_interval,
-                             duplicate_window=settings.duplicate_window, clock=wall)
+                             duplicate_window=settings.duplicate_window,
+                             hostname=settings.hostname, clock=wall)
         self._prober = prober or Prober(hypervisor, clock)
         self.registry = Registry(
             settings, hypervisor=hypervisor, results=self.results, pool=pool,
@@ -73,6 +88,12 @@ class Monitor:
         self._thread: threading.Thread | None = None
         self._inventory_trouble = LogOnce(LOG)
         self._loop_trouble = LogOnce(LOG)
+        # An event or reload whose journal write failed: run again, before
+        # anything queued after it, until it is written.
+        self._held_job: Callable[[], None] | None = None
+        self._journal_lock = journal_lock
+        self.metrics = metrics or Metrics(db, hypervisor, wall=wall)
+        self._systemd = systemd or SystemdNotifier(None)
 
     # -- life cycle ---------------------------------------------------------
     def start(self) -> None:
@@ -87,37 +108,49 @@ class Monitor:
         self._hv.start()
         self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
         self._thread.start()
+        self.metrics.start()
 
-    def stop(self, timeout: float = 4.0) -> None:
-        """Stop everything within ``timeout`` seconds (SIGTERM allows 5)."""
+    def stop(self, timeout: float = 3.0) -> None:
+        """Stop everything within ``timeout`` seconds. SIGTERM allows 5;
+        threads stuck in a hung libvirtd cannot be interrupted and are left
+        behind (daemons), so the budget keeps a second for the process to
+        exit."""
         if self._stop.is_set():
             return
+        self._systemd.stopping()
         if self._thread is None:     # never started: only the journal is open
             self._stop.set()
-            self._db.close()
+            self._close_journal()
             return
         LOG.info("stopping")
         deadline = self._clock() + timeout
         self._stop.set()
         self._wake.set()
         self._thread.join(max(0.1, deadline - self._clock()) / 2)
+        self.metrics.stop(min(0.5, max(0.1, deadline - self._clock())))
         for w in list(self.registry.watched.values()):
             self.registry.close_probes(w)   # before libvirt goes: they talk to guests
         self._pool.stop(max(0.1, (deadline - self._clock()) / 2))
         self.sender.stop(max(0.1, (deadline - self._clock()) / 2))
         self._hv.stop(max(0.1, deadline - self._clock()))
-        self._db.close()
+        self._close_journal()
         LOG.info("stopped")
+
+    def _close_journal(self) -> None:
+        """The database, then its lock: another monitor may open it now."""
+        self._db.close()
+        if self._journal_lock is not None:
+            self._journal_lock.release()
 
     def reload(self) -> None:
         """SIGHUP: re-read the policy file; an invalid one leaves the
         policy in force unchanged."""
-        self._post(self._apply_reload)
+        self._post(_Durable(self._apply_reload))
 
     # -- inputs from other threads ------------------------------------------
     def handle_event(self, event: LifecycleEvent) -> None:
         """Called on libvirt's event thread: only queue, never block it."""
-        self._post(lambda: self._apply_event(event))
+        self._post(_Durable(lambda: self._apply_event(event)))
 
     def _post(self, job: Callable[[], None]) -> None:
         self._events.put(job)
@@ -126,17 +159,41 @@ class Monitor:
     # -- the scheduler thread -----------------------------------------------
     def _loop(self) -> None:
         self.results.recover()
+        self._await_first_connection()
+        if not self._stop.is_set():
+            self._systemd.ready(self._status_line())
+        failures = 0
         while not self._stop.is_set():
             try:
                 self.step()
+                failures = 0
                 self._loop_trouble.resolved("scheduler works again")
+                # Only a loop that really turns vouches for the monitor: a
+                # scheduler that hangs, or fails every iteration, for
+                # WatchdogSec gets restarted by systemd.
+                self._systemd.watchdog()
+                self._systemd.status(self._status_line())
             except Exception as exc:
                 # One bad iteration must not stop monitoring. A persistent
                 # fault (say, the journal's disk is full) is logged in full
                 # once, then only when it changes.
                 self._loop_trouble.problem("scheduler iteration failed: %s", exc,
                                            level=logging.ERROR, exc_info=True)
-                self._stop.wait(1.0)
+                self._systemd.status("scheduler iteration failed: %s" % exc)
+                failures += 1
+                self._stop.wait(next_delay(failures, 1.0, RETRY_MAX_INTERVAL))
+
+    def _await_first_connection(self) -> None:
+        """Give libvirt's first connection attempt a few seconds, however
+        it ends; a stop cuts the wait short."""
+        for _ in range(int(FIRST_CONNECT_WAIT / FIRST_CONNECT_STEP)):
+            if self._hv.connected or self._stop.wait(FIRST_CONNECT_STEP):
+                return
+
+    def _status_line(self) -> str:
+        return "domains watched: %d; libvirt %s" % (
+            len(self.registry.watched),
+            "connected" if self._hv.connected else "not connected")
 
     def step(self, wait: bool = True) -> None:
         """One scheduler iteration: apply queued results and events, refresh
@@ -144,11 +201,24 @@ class Monitor:
         until something is due (unless ``wait`` is False, for tests)."""
         self._wake.clear()
         while True:
+            job, self._held_job = self._held_job, None
+            if job is None:
+                try:
+                    job = self._events.get_nowait()
+                except queue.Empty:
+                    break
             try:
-                job = self._events.get_nowait()
-            except queue.Empty:
-                break
-            job()
+                job()
+            except DatabaseError:
+                # The journal could not be written ("database is locked",
+                # disk full): dropping an event would lose, say, a restart,
+                # and leave a stale failure streak to report later. It runs
+                # again first next iteration; what came after waits. A
+                # round's outcome is not kept: the next round brings a new
+                # one, and one that cannot be written must not wedge the rest.
+                if isinstance(job, _Durable):
+                    self._held_job = job
+                raise
         now = self._clock()
         if now >= self._inventory_due:
             listed = self._refresh_inventory()
@@ -176,9 +246,12 @@ class Monitor:
         try:
             domains = self._hv.list_running_domains()
         except HypervisorUnavailable as exc:
-            self._inventory_trouble.problem(
-                "cannot list domains: %s; verdicts are UNKNOWN until libvirt is back",
-                str(exc) or "libvirt is unreachable")
+            # One line per outage: its wording changes as the connection
+            # goes from hung to dropped to reconnecting.
+            if not self._inventory_trouble.active():
+                self._inventory_trouble.problem(
+                    "cannot list domains: %s; verdicts are UNKNOWN until libvirt is back",
+                    str(exc) or "libvirt is unreachable")
             return False
         self._inventory_trouble.resolved("listing domains works again")
         # Only the domains found by the first listing are spread.
@@ -205,12 +278,13 @@ class Monitor:
         w.in_flight = False
         if generation != w.generation:
             return  # the domain restarted while this round ran
-        w.learn(outcome)
+        w.learn(outcome, self._wall())
         result = outcome.result
         if outcome.agent_absent and self._clock() < w.disconnect_grace_until:
             # The agent disconnected (or libvirt came back) while the round
             # ran: the grace armed since then applies to it too.
             result = in_disconnect_grace(self.settings.disconnect_grace)
+        self.metrics.round_applied(outcome, result.verdict)
         previous, w.last_result = w.last_result, result
         if previous is None or previous.verdict is not result.verdict:
             log = LOG.warning if result.verdict is Verdict.FAILED else LOG.info
@@ -241,4 +315,14 @@ class Monitor:
 
     def snapshot(self) -> dict[str, Any]:
         """What ``masakari-iim status`` shows besides the journal."""
-        return self.registry.snapshot(self._wall())
+        return self.registry.snapshot(self._wall(), self._clock())
+
+
+class _Durable:
+    """A queued job that a failed journal write must not lose (see step)."""
+
+    def __init__(self, run: Callable[[], None]) -> None:
+        self._run = run
+
+    def __call__(self) -> None:
+        self._run()

@@ -8,35 +8,23 @@ after the restart.
 Unlike upstream masakari-monitors, which marks a notification sent after
 ``retry_max`` failed attempts and so silently loses it, this sender never
 gives up on a retryable failure: ``retry_max`` only decides when the
-operator is told, once, that delivery is overdue. Only Masakari refusing
-the notification itself (a 4xx that retrying cannot fix) ends in a dead
-letter, which stays in the database and in status output.
+operator is told, once, that delivery is overdue. A configuration error
+(this host unknown to Masakari, credentials, a wrong endpoint) is retried
+too, and said loudly. Only Masakari refusing the notification itself ends
+in a dead letter, which stays in the database and in status output until
+an operator re-queues it.
 
-A 409 duplicate is proof of delivery only if an earlier attempt of the
-same row may have landed. Masakari (``_is_duplicate_notification``) calls
-a notification a duplicate when it holds any notification with the same
-payload from this host generated up to
-``duplicate_notification_detection_interval`` (180 s by default) before
-it, whatever that one's status; so a new episode of the same instance
-within that window of the previous one is refused too, and Masakari never
-acts on it. The rule, per outbox row:
+Delivered means Masakari answered with the notification it stored (its
+uuid is kept, and :mod:`~masakarimonitors_iim.outbox.follow` follows it to
+its end); delivery is never inferred, and a 409 duplicate is settled by
+asking Masakari (:mod:`~masakarimonitors_iim.outbox.duplicates`). Every
+attempt is recorded durably before it is sent
+(``OutboxStore.begin_attempt``), so one cut short by a crash counts.
 
-* every attempt is recorded durably *before* it is sent
-  (``OutboxStore.begin_attempt``), so an attempt cut short by a crash counts;
-* an attempt "may have landed" unless Masakari answered it with a 409
-  duplicate while no earlier attempt may have landed; 2xx settles the row,
-  a rejecting 4xx kills it, a 5xx, timeout or crash may come after
-  Masakari stored the notification, so they all count
-  (``OutboxEntry.maybe_landed``, reset when ``generated_time`` changes);
-* a 409 duplicate with an earlier attempt that may have landed: delivered,
-  Masakari already had it;
-* a 409 duplicate with none: a collision with a different, earlier
-  notification. The row stays pending, one warning is logged, and it is
-  re-sent ``duplicate_window`` seconds later with ``generated_time``
-  re-stamped to the time of that attempt, which then lies outside
-  Masakari's window from anything it held at the collision. A re-stamped
-  row that collides again is handled the same way, since its attempts
-  with the new time have not landed either.
+Back-off protects Masakari from load, not from an answer: while the last
+attempt of a row reached nothing (connection refused, a gateway's 503),
+a cheap probe (``Notifier.reachable``) asks every ``retry_interval``
+whether the API is back, and when it is those rows are sent at once.
 """
 from __future__ import annotations
 
@@ -52,9 +40,11 @@ from masakarimonitors_iim.common.backoff import next_delay
 from masakarimonitors_iim.common.logonce import LogOnce
 from masakarimonitors_iim.common.text import one_line
 from masakarimonitors_iim.notifier.base import DeliveryOutcome
-from masakarimonitors_iim.notifier.base import DeliveryStatus
+from masakarimonitors_iim.notifier.base import DeliveryStatus as S
 from masakarimonitors_iim.notifier.base import format_generated_time
 from masakarimonitors_iim.notifier.base import Notifier
+from masakarimonitors_iim.outbox import duplicates
+from masakarimonitors_iim.outbox.follow import Follower
 from masakarimonitors_iim.outbox.store import DEAD
 from masakarimonitors_iim.outbox.store import DELIVERED
 from masakarimonitors_iim.outbox.store import OutboxEntry
@@ -80,16 +70,17 @@ class Sender:
     """Owns the delivery thread; everything else only calls :meth:`wake`.
 
     ``duplicate_window`` is Masakari's
-    ``duplicate_notification_detection_interval``: how long a notification
-    that collided with an earlier one waits before it is re-stamped and
-    re-sent (never less than ``retry_interval``, so a window of 0 cannot
-    make the sender hammer Masakari).
+    ``duplicate_notification_detection_interval``. ``hostname``, when
+    given, is this host's name now: a pending row queued under another
+    name (Masakari did not know it, and the operator fixed ``[DEFAULT]
+    hostname``) is sent under this one.
     """
 
     def __init__(self, outbox: OutboxStore, notifier: Notifier, *,
                  retry_interval: float, retry_max: int,
                  max_backoff: float = 300,
                  duplicate_window: float = DUPLICATE_WINDOW,
+                 hostname: str | None = None,
                  clock: Callable[[], float] = time.time,
                  rng: Callable[[], float] = random.random,
                  poll_interval: float = POLL_INTERVAL) -> None:
@@ -104,16 +95,33 @@ class Sender:
         self.retry_max = max(int(retry_max), 1)
         self.max_backoff = float(max_backoff)
         self.duplicate_window = float(duplicate_window)
+        self.hostname = hostname or None
         self.poll_interval = float(poll_interval)
         self._clock = clock
         self._rng = rng
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self.follower = Follower(outbox, notifier, base=self.retry_interval,
+                                 cap=self.max_backoff, clock=clock,
+                                 stopping=self._stopping.is_set)
+        # Rows whose last attempt reached nothing, waiting for the API to
+        # come back; seeded from the outbox at the first scan.
+        self._unreachable: set[int] = set()
+        self._seeded = False
+        self._next_probe = 0.0
+        # Rows last sent because the probe said the API is back, and how
+        # often in a row the attempt then still reached nothing: the probe
+        # backs off by that, so a probe that lies cannot make the sender
+        # hammer.
+        self._expedited: set[int] = set()
+        self._false_alarms = 0
         # A failing loop is logged once per distinct error, a raising
-        # notifier once per entry until it settles, not at every poll.
+        # notifier once per entry until it settles, a configuration error
+        # once until it changes or something is delivered.
         self._loop_log = LogOnce(LOG)
         self._raise_log = LogOnce(LOG)
+        self._config_log = LogOnce(LOG)
 
     # -- thread control ----------------------------------------------------
 
@@ -130,9 +138,9 @@ class Sender:
     def stop(self, timeout: float = 10.0) -> bool:
         """Ask the thread to finish; return whether it did within ``timeout``.
 
-        An attempt in flight is bounded by the notifier's own request
-        timeout; if it outlives ``timeout`` the daemon thread is abandoned
-        and the entry, still pending in the database, is retried next start.
+        An attempt in flight is bounded by the notifier's own deadline; if
+        it outlives ``timeout`` the daemon thread is abandoned and the
+        entry, still pending in the database, is retried next start.
         """
         self._stopping.set()
         self._wake.set()
@@ -170,20 +178,46 @@ class Sender:
     # -- one scan ------------------------------------------------------------
 
     def run_once(self) -> float:
-        """Deliver every due entry once; return seconds until the next scan.
-
-        Public so tests (and a one-shot "flush" command) can drive the
-        sender without its thread.
-        """
+        """Deliver every due entry once, follow delivered ones; return
+        seconds until the next scan. Public so tests (and a one-shot
+        "flush" command) can drive the sender without its thread."""
+        self._probe()
         for entry in self.outbox.due(self._clock(), BATCH):
             if self._stopping.is_set():
                 return 0.0
             self._deliver(entry)
+        self.follower.run_once()
         pending = self.outbox.pending()
         if not pending:
             return self.poll_interval
         until = pending[0].next_attempt_at - self._clock()
         return min(self.poll_interval, max(until, 0.0))
+
+    def _probe(self) -> None:
+        """While rows wait for an unreachable API, ask cheaply every
+        ``retry_interval`` whether it is back, and send them when it is."""
+        pending = {e.id: e for e in self.outbox.pending()}
+        if not self._seeded:
+            # After a restart the reason of the last failure is not known:
+            # one probe and one attempt tell (collided rows wait their window).
+            self._seeded = True
+            self._unreachable = {i for i, e in pending.items()
+                                 if e.attempts > 0 and not e.restamp_due}
+        self._unreachable &= set(pending)
+        now = self._clock()
+        soon = now + self.retry_interval
+        waiting = sorted(i for i in self._unreachable
+                         if pending[i].next_attempt_at > soon
+                         and not pending[i].restamp_due)
+        if not waiting or now < self._next_probe:
+            return
+        self._next_probe = now + self.retry_interval
+        if self.notifier.reachable():
+            moved = self.outbox.expedite(waiting, now)
+            self._unreachable.difference_update(waiting)
+            self._expedited = set(waiting)
+            LOG.info("Masakari answers again: sending %d waiting "
+                     "notification(s) now", moved)
 
     def _attempt(self, entry: OutboxEntry) -> DeliveryOutcome:
         try:
@@ -199,80 +233,87 @@ class Sender:
                                         entry.notification.instance_uuid, text,
                                         key=entry.id, level=logging.ERROR,
                                         exc_info=True)
-            return DeliveryOutcome(DeliveryStatus.RETRY, text)
+            return DeliveryOutcome(S.RETRY, text)
 
-    def _deliver(self, entry: OutboxEntry) -> None:
+    def _prepare(self, entry: OutboxEntry) -> OutboxEntry:
+        n = entry.notification
+        if self.hostname and n.hostname != self.hostname:
+            if self.outbox.readdress(entry.id, self.hostname):
+                LOG.warning("notification for %s (episode %d) queued for host "
+                            "%r is sent as %r ([DEFAULT] hostname)",
+                            n.instance_uuid, entry.episode, n.hostname,
+                            self.hostname)
+                n = dataclasses.replace(n, hostname=self.hostname)
         if entry.restamp_due:
             # The last attempt collided in Masakari's duplicate window.
             stamped = format_generated_time(self._clock())
             if self.outbox.restamp(entry.id, stamped):
-                entry = dataclasses.replace(entry, notification=dataclasses.replace(
-                    entry.notification, generated_time=stamped))
+                n = dataclasses.replace(n, generated_time=stamped)
+        return dataclasses.replace(entry, notification=n)
+
+    def _deliver(self, entry: OutboxEntry) -> None:
+        entry = self._prepare(entry)
         n = entry.notification
-        landed_before = self.outbox.begin_attempt(entry.id)
-        if landed_before is None:
+        if self.outbox.begin_attempt(entry.id) is None:
             return      # settled since due() listed it
         outcome = self._attempt(entry)
         attempts = entry.attempts + 1
         now = self._clock()
+        expedited = entry.id in self._expedited
+        self._expedited.discard(entry.id)
+        if outcome.status is not S.UNREACHABLE:
+            # Masakari answered: whatever follows, nothing to probe for.
+            self._unreachable.discard(entry.id)
+            self._false_alarms = 0
+        if outcome.status is S.DUPLICATE:
+            resolved = duplicates.resolve(
+                self.outbox, self.notifier, entry, outcome, now,
+                window=self.duplicate_window, min_wait=self.retry_interval)
+            if resolved is None:
+                return      # collided: re-sent after the window
+            outcome = resolved
         detail = one_line(outcome.detail, MAX_DETAIL)
-        if outcome.status is DeliveryStatus.DUPLICATE:
-            if landed_before > 0:
-                outcome = DeliveryOutcome(DeliveryStatus.DELIVERED, outcome.detail)
-                detail = one_line("Masakari already had it (409 duplicate): "
-                                  + outcome.detail, MAX_DETAIL)
-            else:
-                self._collided(entry, attempts, now, detail)
-                return
-        if outcome.status is DeliveryStatus.DELIVERED:
-            self.outbox.settle(entry.id, DELIVERED, now, detail)
+        if outcome.status is S.DELIVERED:
+            self.outbox.settle(entry.id, DELIVERED, now, detail,
+                               outcome.masakari_uuid, outcome.engine_status)
             self._raise_log.resolved(key=entry.id)
+            self._config_log.resolved()
             LOG.info("notification for %s (episode %d) delivered after %d "
                      "attempt(s)%s", n.instance_uuid, entry.episode, attempts,
                      ": " + detail if detail else "")
-        elif outcome.status is DeliveryStatus.REJECTED:
+            return
+        if outcome.status is S.REJECTED:
             self.outbox.settle(entry.id, DEAD, now, detail)
             self._raise_log.resolved(key=entry.id)
             LOG.error("notification for %s (episode %d) rejected by "
-                      "Masakari, not retrying; kept as a dead letter: %s",
-                      n.instance_uuid, entry.episode, detail)
+                      "Masakari, not retrying; kept as a dead letter "
+                      "(masakari-iim outbox requeue %d re-sends it): %s",
+                      n.instance_uuid, entry.episode, entry.id, detail)
+            return
+        delay = next_delay(attempts, self.retry_interval, self.max_backoff,
+                           self._rng)
+        self.outbox.mark_retry(entry.id, attempts, now + delay, detail)
+        if outcome.status is S.UNREACHABLE:
+            self._unreachable.add(entry.id)
+            if expedited:
+                self._false_alarms += 1
+            self._next_probe = now + next_delay(
+                self._false_alarms + 1, self.retry_interval, self.max_backoff,
+                lambda: 1.0)
+        elif outcome.status is S.MISCONFIGURED:
+            self._config_log.problem(
+                "Masakari refuses notifications until the configuration is "
+                "fixed; they are kept and retried every %gs at most: %s",
+                self.max_backoff, detail, level=logging.ERROR)
+        if attempts == self.retry_max:
+            LOG.error("notification for %s still undelivered after %d "
+                      "attempts, will keep retrying every %gs at most: "
+                      "%s", n.instance_uuid, attempts, self.max_backoff,
+                      detail)
+        elif attempts == 1:
+            LOG.warning("notification for %s not delivered, retrying in "
+                        "%.1fs: %s", n.instance_uuid, delay, detail)
         else:
-            delay = next_delay(attempts, self.retry_interval,
-                               self.max_backoff, self._rng)
-            self.outbox.mark_retry(entry.id, attempts, now + delay, detail)
-            if attempts == self.retry_max:
-                LOG.error("notification for %s still undelivered after %d "
-                          "attempts, will keep retrying every %gs at most: "
-                          "%s", n.instance_uuid, attempts, self.max_backoff,
-                          detail)
-            elif attempts == 1:
-                LOG.warning("notification for %s not delivered, retrying in "
-                            "%.1fs: %s", n.instance_uuid, delay, detail)
-            else:
-                LOG.debug("notification for %s attempt %d failed, retrying "
-                          "in %.1fs: %s", n.instance_uuid, attempts, delay,
-                          detail)
-
-    def _collided(self, entry: OutboxEntry, attempts: int, now: float,
-                  detail: str) -> None:
-        """Masakari refused this notification as a duplicate of a different,
-        earlier one: keep it, and re-send it with a new generated_time once
-        that one is out of Masakari's window."""
-        n = entry.notification
-        delay = max(self.duplicate_window, self.retry_interval)
-        self.outbox.mark_collision(entry.id, now + delay, one_line(
-            "%s; collided with an earlier notification in Masakari's "
-            "duplicate window, re-sent with a new generated_time after it"
-            % detail, MAX_DETAIL))
-        again, hint = "", ""
-        if attempts > 1:    # earlier attempts collided too
-            again = " again"
-            hint = ("; Masakari's window may be longer than the %gs assumed "
-                    "here" % self.duplicate_window)
-        LOG.warning("notification for %s (episode %d) collided%s with an "
-                    "earlier notification for this instance: Masakari's "
-                    "duplicate window (duplicate_notification_detection_"
-                    "interval, 180 s by default) rejected it and will not act "
-                    "on it; it will be re-sent with a new generated_time "
-                    "after the window, in %.0fs%s: %s", n.instance_uuid,
-                    entry.episode, again, delay, hint, detail)
+            LOG.debug("notification for %s attempt %d failed, retrying "
+                      "in %.1fs: %s", n.instance_uuid, attempts, delay,
+                      detail)

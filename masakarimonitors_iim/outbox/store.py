@@ -9,56 +9,22 @@ the sender thread (:mod:`masakarimonitors_iim.outbox.sender`).
 """
 from __future__ import annotations
 
-import dataclasses
-import sqlite3
 from typing import Any
 
 from masakarimonitors_iim.db import Database
 from masakarimonitors_iim.db import DatabaseError
 from masakarimonitors_iim.db import Transaction
 from masakarimonitors_iim.notifier.base import Notification
+from masakarimonitors_iim.outbox.entry import DEAD
+from masakarimonitors_iim.outbox.entry import DELIVERED
+from masakarimonitors_iim.outbox.entry import ENGINE_FINAL
+from masakarimonitors_iim.outbox.entry import entry as _entry
+from masakarimonitors_iim.outbox.entry import OUTBOX_STATUSES
+from masakarimonitors_iim.outbox.entry import OutboxEntry
+from masakarimonitors_iim.outbox.entry import PENDING
 
-PENDING = "pending"
-DELIVERED = "delivered"
-DEAD = "dead"
-OUTBOX_STATUSES = (PENDING, DELIVERED, DEAD)
-
-
-@dataclasses.dataclass(frozen=True)
-class OutboxEntry:
-    """One notification and where its delivery stands.
-
-    Delivered and dead rows are kept: status output shows them, and a dead
-    letter is evidence an operator needs.
-
-    ``attempts`` counts every attempt started (the sender records the start
-    durably, before sending). ``maybe_landed`` counts those, made with the
-    current ``generated_time``, that may have reached Masakari: the attempt
-    is counted when it starts (a crash mid-attempt leaves it counted) and
-    stays counted unless Masakari answered it with a 409 duplicate while no
-    earlier attempt may have landed, i.e. it collided with a different,
-    earlier notification and created nothing. Then the count drops to 0
-    and the next attempt re-stamps ``generated_time`` (:attr:`restamp_due`).
-    """
-
-    id: int
-    notification: Notification
-    episode: int
-    reason: str
-    status: str
-    attempts: int
-    next_attempt_at: float
-    last_error: str
-    created_at: float
-    delivered_at: float | None
-    maybe_landed: int = 0
-
-    @property
-    def restamp_due(self) -> bool:
-        """The last attempt collided in Masakari's duplicate window: the next
-        one must carry a new ``generated_time``. Derived: attempts were
-        made, and none of them may have landed."""
-        return self.status == PENDING and self.attempts > 0 and self.maybe_landed == 0
+__all__ = ["DEAD", "DELIVERED", "ENGINE_FINAL", "OUTBOX_STATUSES", "PENDING",
+           "OutboxEntry", "OutboxStore"]
 
 
 class OutboxStore:
@@ -194,10 +160,11 @@ class OutboxStore:
             "last_error = ? WHERE id = ? AND status = ?",
             (attempts, next_attempt_at, error, id, PENDING))
 
-    def settle(self, id: int, status: str, now: float, detail: str = "") -> bool:
-        """End a pending entry: DELIVERED (Masakari has it) or DEAD (Masakari
-        refused it; the row stays as a dead letter). False if the row was
-        no longer pending.
+    def settle(self, id: int, status: str, now: float, detail: str = "",
+               masakari_uuid: str = "", engine_status: str = "") -> bool:
+        """End a pending entry: DELIVERED (Masakari has it, as
+        ``masakari_uuid`` when known) or DEAD (Masakari refused it; the row
+        stays as a dead letter). False if the row was no longer pending.
 
         ``now`` goes into ``delivered_at`` as the time the entry was
         settled, so status can show when it was delivered or died. Does
@@ -207,9 +174,59 @@ class OutboxStore:
             raise ValueError("an outbox entry settles as %r or %r, not %r"
                              % (DELIVERED, DEAD, status))
         return self._update(
-            "UPDATE outbox SET status = ?, "
-            "delivered_at = ?, last_error = ? WHERE id = ? AND status = ?",
-            (status, now, detail, id, PENDING))
+            "UPDATE outbox SET status = ?, delivered_at = ?, last_error = ?, "
+            "masakari_uuid = ?, engine_status = ?, engine_checked_at = ? "
+            "WHERE id = ? AND status = ?",
+            (status, now, detail, masakari_uuid, engine_status,
+             now if engine_status else None, id, PENDING))
+
+    def requeue(self, id: int, now: float) -> bool:
+        """Put a dead letter back to pending, due ``now`` (an operator fixed
+        the cause). Its attempts and why it died stay until the next
+        attempt answers. False if the row is not dead."""
+        with self.db.transaction() as tx:
+            return tx.execute(
+                "UPDATE outbox SET status = ?, next_attempt_at = ?, "
+                "delivered_at = NULL WHERE id = ? AND status = ?",
+                (PENDING, now, id, DEAD)) == 1
+
+    def expedite(self, ids: list[int], now: float) -> int:
+        """Make these pending rows due ``now`` (Masakari answers again)."""
+        with self.db.transaction() as tx:
+            return sum(tx.execute(
+                "UPDATE outbox SET next_attempt_at = ? WHERE id = ? AND "
+                "status = ? AND next_attempt_at > ?", (now, i, PENDING, now))
+                for i in ids)
+
+    def readdress(self, id: int, hostname: str) -> bool:
+        """Send a pending row under this host's current name: Masakari
+        refused the old one, and the operator fixed ``[DEFAULT] hostname``."""
+        return self._update(
+            "UPDATE outbox SET hostname = ? WHERE id = ? AND status = ?",
+            (hostname, id, PENDING))
+
+    # -- after delivery ------------------------------------------------------
+
+    def following(self, limit: int = 200) -> list[OutboxEntry]:
+        """Delivered rows whose end in Masakari is not known yet, least
+        recently looked at first."""
+        marks = ", ".join("?" * len(ENGINE_FINAL))
+        return [_entry(r) for r in self.db.query(
+            "SELECT * FROM outbox WHERE status = ? AND masakari_uuid != '' "
+            "AND engine_status NOT IN (%s) ORDER BY "
+            "COALESCE(engine_checked_at, delivered_at), id LIMIT ?" % marks,
+            (DELIVERED, *ENGINE_FINAL, limit))]
+
+    def record_engine(self, id: int, engine_status: str, now: float,
+                      note: str | None = None) -> bool:
+        """What Masakari's engine said of a delivered row, and when; ``note``
+        replaces ``last_error`` (how the recovery ended, for status)."""
+        sql = ("UPDATE outbox SET engine_status = ?, engine_checked_at = ?"
+               + (", last_error = ?" if note is not None else "")
+               + " WHERE id = ? AND status = ?")
+        args: tuple[Any, ...] = (engine_status, now) + (
+            (note,) if note is not None else ()) + (id, DELIVERED)
+        return self._update(sql, args)
 
     # -- housekeeping --------------------------------------------------------
 
@@ -235,23 +252,6 @@ class OutboxStore:
                 (DELIVERED, before))
 
     def _update(self, sql: str, args: tuple[Any, ...]) -> bool:
-        """One UPDATE of one pending row, committed; whether it matched."""
+        """One UPDATE of one row, committed; whether it matched."""
         with self.db.transaction() as tx:
             return tx.execute(sql, args) == 1
-
-
-def _entry(row: sqlite3.Row) -> OutboxEntry:
-    return OutboxEntry(
-        id=row["id"],
-        notification=Notification(
-            instance_uuid=row["instance_uuid"], hostname=row["hostname"],
-            generated_time=row["generated_time"], event=row["event"],
-            vir_domain_event=row["vir_domain_event"], type=row["type"]),
-        episode=row["episode"], reason=row["reason"], status=row["status"],
-        attempts=row["attempts"], next_attempt_at=row["next_attempt_at"],
-        last_error=row["last_error"], created_at=row["created_at"],
-        delivered_at=row["delivered_at"],
-        # A read-only reader may face a v1 file the monitor has not
-        # migrated yet: count every attempt, as the migration will.
-        maybe_landed=(row["maybe_landed"] if "maybe_landed" in row.keys()
-                      else row["attempts"]))

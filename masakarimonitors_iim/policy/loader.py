@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 from typing import Any, Mapping
 
-import yaml
-
+from masakarimonitors_iim.common.text import one_line
 from masakarimonitors_iim.policy.model import (
     DEFAULT_INSTANCE_KEYS,
     INSTANCE_KEY_ORIGINS,
@@ -28,6 +28,7 @@ from masakarimonitors_iim.policy.model import (
     ProbeSpec,
     Rule,
 )
+from masakarimonitors_iim.policy.safe_yaml import YamlProblem, read
 from masakarimonitors_iim.probes.base import ProbeConfigError, UnknownProbe, load_probe
 
 MAX_FILE_BYTES = 1024 * 1024
@@ -36,32 +37,20 @@ FORMAT_VERSION = 1
 _TOP_KEYS = ("version", "rules", "probe_sets", "instance_keys")
 _RULE_KEYS = ("name", "match", "enabled", "probes", "probe_set") + tuple(SCALAR_FIELDS)
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+#: Longest message, in characters: a file can be up to 1 MiB, a message
+#: quoting it must still be one line an operator can read.
+MAX_MESSAGE = 600
+
+# What a message quotes of a value: a glimpse, however big the value.
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxset = 2, 4, 4, 4
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong = 60, 60, 40
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys: YAML keeps the last one
-    silently, which turns a copy-paste slip into a wrong policy."""
-
-
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict:
-    loader.flatten_mapping(node)
-    seen = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        try:
-            duplicate = key in seen
-        except TypeError:
-            raise yaml.constructor.ConstructorError(
-                None, None, "a mapping key must be a plain value", key_node.start_mark) from None
-        if duplicate:
-            raise yaml.constructor.ConstructorError(
-                None, None, "duplicate key %r" % (key,), key_node.start_mark)
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-                              _construct_mapping)
+def _shown(value: Any) -> str:
+    """A bounded repr for messages: ``%r`` of a value built from nested
+    aliases alone once took 800 million characters."""
+    return one_line(_REPR.repr(value), 100)
 
 
 class _Checker:
@@ -74,10 +63,11 @@ class _Checker:
         """``where`` is the rule or section (None: the file as a whole)."""
         text = "policy file %s: " % self.path
         if where:
+            where = one_line(where, 120)
             text += where + ", " if field else where + ": "
         if field:
-            text += "field %r: " % field
-        return PolicyError(text + problem)
+            text += "field %r: " % one_line(field, 80)
+        return PolicyError(one_line(text + problem, MAX_MESSAGE))
 
 
 def load_policy_file(path: str) -> PolicyFile:
@@ -103,18 +93,19 @@ def load_policy_file(path: str) -> PolicyFile:
         raise check.error(None, None, "the file is not UTF-8 (byte %d); save it as UTF-8"
                           % err.start) from None
     try:
-        doc = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as err:
-        raise check.error(None, None, "not valid YAML: %s" % _yaml_problem(err)) from None
-    return _parse(check, doc)
-
-
-def _yaml_problem(err: yaml.YAMLError) -> str:
-    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
-    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-    if mark is not None:
-        return "%s at line %d, column %d" % (problem, mark.line + 1, mark.column + 1)
-    return problem
+        doc = read(text)
+    except YamlProblem as err:
+        raise check.error(None, None, str(err)) from None
+    try:
+        return _parse(check, doc)
+    except PolicyError:
+        raise
+    except (ValueError, TypeError, OverflowError, RecursionError) as err:
+        # A shape no check foresaw (PolicyError is a ValueError, hence the
+        # order): still one line, and the caller keeps its policy.
+        raise check.error(None, None, "cannot be checked (%s: %s); compare it with the "
+                          "examples in the documentation" % (type(err).__name__,
+                                                             one_line(err, 100))) from None
 
 
 def _parse(check: _Checker, doc: Any) -> PolicyFile:
@@ -125,14 +116,14 @@ def _parse(check: _Checker, doc: Any) -> PolicyFile:
         raise check.error(top, None, "must be a mapping with 'version' and 'rules'")
     _reject_unknown(check, top, doc, _TOP_KEYS)
     if doc.get("version") != FORMAT_VERSION or isinstance(doc.get("version"), bool):
-        raise check.error(top, "version", "must be %d, got %r" % (FORMAT_VERSION,
-                                                                 doc.get("version")))
+        raise check.error(top, "version", "must be %d, got %s" % (FORMAT_VERSION,
+                                                                 _shown(doc.get("version"))))
 
     instance_keys = doc.get("instance_keys", list(DEFAULT_INSTANCE_KEYS))
     if not isinstance(instance_keys, list) or any(k not in INSTANCE_KEY_ORIGINS
                                                   for k in instance_keys):
-        raise check.error(top, "instance_keys", "must be a list drawn from %s, got %r"
-                          % (", ".join(INSTANCE_KEY_ORIGINS), instance_keys))
+        raise check.error(top, "instance_keys", "must be a list drawn from %s, got %s"
+                          % (", ".join(INSTANCE_KEY_ORIGINS), _shown(instance_keys)))
 
     probe_sets: dict[str, tuple[ProbeSpec, ...]] = {}
     raw_sets = doc.get("probe_sets", {})
@@ -140,7 +131,7 @@ def _parse(check: _Checker, doc: Any) -> PolicyFile:
         raise check.error(top, "probe_sets", "must be a mapping of set name to a list "
                           "of probes")
     for set_name, probes in raw_sets.items():
-        where = "probe set %r" % (set_name,)
+        where = "probe set %s" % _shown(set_name)
         if not isinstance(set_name, str) or not _NAME.match(set_name):
             raise check.error(where, None, "name must be 1-64 letters, digits or _.:-")
         probe_sets[set_name] = _probes(check, where, "probes", probes)
@@ -179,15 +170,15 @@ def _rule(check: _Checker, index: int, raw: Any,
     name = raw.get("name")
     if not isinstance(name, str) or not _NAME.match(name):
         raise check.error(where, "name", "is required: 1-64 letters, digits or _.:-, "
-                          "got %r" % (name,))
+                          "got %s" % _shown(name))
     where = "rule %r (#%d)" % (name, index)
     _reject_unknown(check, where, raw, _RULE_KEYS)
 
     values: dict[str, Any] = {}
     if "enabled" in raw:
         if not isinstance(raw["enabled"], bool):
-            raise check.error(where, "enabled", "must be true or false, got %r"
-                              % (raw["enabled"],))
+            raise check.error(where, "enabled", "must be true or false, got %s"
+                              % _shown(raw["enabled"]))
         values["enabled"] = raw["enabled"]
     for field, (kind, low, high) in SCALAR_FIELDS.items():
         if field in raw:
@@ -200,8 +191,8 @@ def _rule(check: _Checker, index: int, raw: Any,
     if "probe_set" in raw:
         probe_set = raw["probe_set"]
         if not isinstance(probe_set, str) or probe_set not in probe_sets:
-            raise check.error(where, "probe_set", "%r is not defined under probe_sets "
-                              "(defined: %s)" % (probe_set,
+            raise check.error(where, "probe_set", "%s is not defined under probe_sets "
+                              "(defined: %s)" % (_shown(probe_set),
                                                  ", ".join(sorted(probe_sets)) or "none"))
         values["probes"] = probe_sets[probe_set]
     match = _match(check, where, raw.get("match", {}))
@@ -216,8 +207,8 @@ def _scalar(check: _Checker, where: str, field: str, value: Any, kind: str,
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
             and math.isfinite(value)
     if not ok or not low <= value <= high:
-        raise check.error(where, field, "must be a %s between %g and %g, got %r"
-                          % (kind, low, high, value))
+        raise check.error(where, field, "must be a %s between %g and %g, got %s"
+                          % (kind, low, high, _shown(value)))
     return value if kind == "integer" else float(value)
 
 
@@ -245,7 +236,7 @@ def _globs(check: _Checker, where: str, field: str, value: Any) -> tuple[str, ..
     if not items or not all(isinstance(v, str) and v for v in items):
         raise check.error(where, field, "must be a non-empty string (glob) or a list of "
                           "them; quote values YAML would read as numbers or booleans, "
-                          "got %r" % (value,))
+                          "got %s" % _shown(value))
     return tuple(items)
 
 
@@ -286,5 +277,5 @@ def _validate_probe(check: _Checker, where: str, at: str, name: str,
     except ProbeConfigError as err:
         raise check.error(where, at + ".params", str(err)) from None
     except Exception as err:  # a third-party plugin's bug must not crash a reload
-        raise check.error(where, at, "probe plugin %r failed to load: %s"
-                          % (name, err)) from None
+        raise check.error(where, at, "probe plugin %s failed to load: %s"
+                          % (_shown(name), one_line(err, 200))) from None

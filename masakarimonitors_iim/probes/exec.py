@@ -3,8 +3,8 @@
 The command is started with guest-exec as an argv list (no shell unless
 the operator writes one, e.g. ``["/bin/sh", "-c", "..."]``) and followed
 with guest-exec-status until it exits or its deadline passes. It is
-judged by its exit code and, optionally, a regular expression searched
-in the first ``max_output`` bytes of its stdout.
+judged (:mod:`.exec_judge`) by its exit code and, optionally, an RE2
+regular expression searched in the first ``max_output`` bytes of stdout.
 
 Decisions worth knowing:
 
@@ -23,9 +23,6 @@ Decisions worth knowing:
   a command killed for time the guest was frozen, and every round still
   brings a hung command closer to its kill. A command spanning rounds
   therefore gets somewhat more wall-clock time than ``timeout``.
-* Output is captured only when ``stdout_regex`` is set (qemu-ga returns
-  up to 16 MB a stream otherwise); what is kept is capped at
-  ``max_output`` bytes and sanitised before it reaches a log or a reason.
 * guest-exec blocked by the guest's agent policy is UNKNOWN, never
   FAILED. guest-exec refused for another reason (program missing,
   permission denied) is UNKNOWN by default, because restarting the VM
@@ -38,22 +35,18 @@ Decisions worth knowing:
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import logging
-import re
 import threading
-from typing import Any, Mapping, TypeGuard
+from typing import Any, Mapping
 
 from masakarimonitors_iim.common.text import one_line
 from masakarimonitors_iim.hypervisor.types import AgentChannel, AgentError, ErrorKind
-from masakarimonitors_iim.probes import _params, capabilities
+from masakarimonitors_iim.probes import _params, capabilities, exec_judge
 from masakarimonitors_iim.probes.base import (
     CLEANUP_CALL_TIMEOUT,
     Deadline,
     Probe,
-    ProbeConfigError,
 )
 from masakarimonitors_iim.verdict import ProbeResult
 
@@ -68,7 +61,6 @@ EXAMPLE = "['/usr/local/bin/check-app', '--quick']"
 POLL_FIRST = 0.05   # first guest-exec-status poll after this many seconds
 POLL_MAX = 0.5      # then doubling up to this
 MAX_ORPHANS = 16    # kill helpers still to reap with guest-exec-status
-MAX_REGEX_CHARS = 1000
 
 
 @dataclasses.dataclass
@@ -92,14 +84,16 @@ class ExecProbe(Probe):
         _params.reject_unknown(NAME, p, KNOWN)
         self.command = _params.argv(NAME, p, "command", None, EXAMPLE)
         self.timeout = _params.number(NAME, p, "timeout", None, 0.1, 3600)
-        self.expect_exit = _exit_codes(p.get("expect_exit", 0))
-        self.stdout_regex = _regex(p.get("stdout_regex"))
+        self.expect_exit = exec_judge.exit_codes(p.get("expect_exit", 0))
+        self.stdout_regex = exec_judge.compile_pattern(p.get("stdout_regex"))
         self.max_output = _params.integer(NAME, p, "max_output", 4096, 1, 1024 * 1024)
         self.kill_command = _params.argv(NAME, p, "kill_command", DEFAULT_KILL,
                                          "['/bin/kill', '-KILL']")
         self.on_spawn_error = _params.choice(NAME, p, "on_spawn_error", "unknown",
                                              ("unknown", "failed"))
         self._shown = one_line(" ".join(self.command), 80)
+        self.judge = exec_judge.Judge(self._shown, self.expect_exit, self.stdout_regex,
+                                      self.max_output)
         self._pending: _Pending | None = None
         self._orphans: list[int] = []
         # close() may come from another thread while a round runs; the
@@ -257,7 +251,7 @@ class ExecProbe(Probe):
                 self._pending = None
                 if p.kills:
                     return None
-                return self._judge(status, now - p.started)
+                return self.judge.judge(status, now - p.started)
             if p.kills:
                 return self._kill(agent, p, deadline, now)
             if p.last_seen is not None:
@@ -315,84 +309,7 @@ class ExecProbe(Probe):
                     return  # still running: try again another round
             self._orphans.pop(0)
 
-    # -- judging -----------------------------------------------------------
-
-    def _judge(self, status: dict, elapsed: float) -> ProbeResult:
-        signal = status.get("signal")
-        code = status.get("exitcode")
-        stdout, cut = self._output(status, "out-data", "out-truncated")
-        stderr, _ = self._output(status, "err-data", "err-truncated")
-        detail = "; stderr: %r" % one_line(stderr, 120) if stderr.strip() else ""
-        if _is_int(signal):
-            return ProbeResult.failed("check command %s was terminated by signal %d%s"
-                                      % (self._shown, signal, detail))
-        if not _is_int(code):
-            return ProbeResult.unknown("check command %s exited without an exit code"
-                                       % self._shown)
-        if code not in self.expect_exit:
-            return ProbeResult.failed("check command %s exited with %d, expected %s%s"
-                                      % (self._shown, code, _codes_text(self.expect_exit),
-                                         detail))
-        if self.stdout_regex is not None and not self.stdout_regex.search(stdout):
-            shown = one_line(stdout, 120) + (" (output capped)" if cut else "")
-            return ProbeResult.failed("check command %s output does not match %r: %r"
-                                      % (self._shown, self.stdout_regex.pattern, shown))
-        LOG.debug("check command %s passed in %.2f s", self._shown, elapsed)
-        return ProbeResult.healthy()
-
-    def _output(self, status: dict, data_key: str, cut_key: str) -> tuple[str, bool]:
-        """Decode at most ``max_output`` bytes of a captured stream.
-
-        The base64 text is sliced before decoding, so a huge reply never
-        becomes a huge bytes object here.
-        """
-        raw = status.get(data_key)
-        if not isinstance(raw, str):
-            return "", False
-        chars = 4 * ((self.max_output + 2) // 3)
-        cut = len(raw) > chars or status.get(cut_key) is True
-        try:
-            data = base64.b64decode(raw[:chars], validate=True)
-        except (binascii.Error, ValueError):
-            return "", False
-        if len(data) > self.max_output:
-            cut = True
-        return data[:self.max_output].decode("utf-8", "replace"), cut
-
-
-def _is_int(value: object) -> TypeGuard[int]:
-    """An int that is not a bool: JSON ``true`` must not pass for exit code 1."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
 
 def _pid(reply: object) -> int | None:
     pid = reply.get("pid") if isinstance(reply, dict) else None
-    return pid if _is_int(pid) and pid > 0 else None
-
-
-def _exit_codes(value: object) -> frozenset[int]:
-    codes = value if isinstance(value, (list, tuple)) else [value]
-    if not codes:
-        raise _params.fail(NAME, "expect_exit", "must not be an empty list")
-    for code in codes:
-        if not _is_int(code) or not 0 <= code <= 255:
-            raise _params.fail(NAME, "expect_exit", "must be an exit code 0-255 or a list "
-                               "of them, got %r" % (value,))
-    return frozenset(codes)
-
-
-def _codes_text(codes: frozenset[int]) -> str:
-    return " or ".join(str(c) for c in sorted(codes))
-
-
-def _regex(value: object) -> re.Pattern[str] | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value or len(value) > MAX_REGEX_CHARS:
-        raise _params.fail(NAME, "stdout_regex", "must be a non-empty string of at most "
-                           "%d characters" % MAX_REGEX_CHARS)
-    try:
-        return re.compile(value)
-    except re.error as err:
-        raise ProbeConfigError("probe %r parameter 'stdout_regex': invalid regular "
-                               "expression (%s); fix the pattern" % (NAME, err)) from None
+    return pid if exec_judge.is_int(pid) and pid > 0 else None

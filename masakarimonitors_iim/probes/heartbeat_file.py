@@ -39,8 +39,9 @@ then rename), or a read may see it half-written (reported UNKNOWN).
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Mapping
+
+import re2
 
 from masakarimonitors_iim.common.text import one_line
 from masakarimonitors_iim.hypervisor.types import AgentChannel
@@ -54,8 +55,9 @@ from masakarimonitors_iim.probes.guestfile import (
 )
 from masakarimonitors_iim.verdict import ProbeResult
 
-_TIMESTAMP = re.compile(r"^[0-9]{1,12}(\.[0-9]{1,9})?$")
-_COUNTER = re.compile(r"^[0-9]{1,20}$")
+# RE2, as for every pattern run on what the guest wrote (see exec_judge).
+_TIMESTAMP = re2.compile(r"^[0-9]{1,12}(\.[0-9]{1,9})?$")
+_COUNTER = re2.compile(r"^[0-9]{1,20}$")
 
 NAME = "heartbeat_file"
 KNOWN = {"path", "max_age", "format", "max_bytes", "max_skew"}

@@ -63,6 +63,10 @@ class FakeHypervisor:
     def wait_connected(self, timeout: float) -> bool:
         return self.up
 
+    @property
+    def connected(self) -> bool:
+        return self.up
+
     def _running(self) -> list[DomainInfo]:
         if not self.up:
             raise HypervisorUnavailable("libvirtd is down")

@@ -247,7 +247,55 @@ def test_v1_rows_count_every_attempt_as_maybe_landed(tmp_path):
         [entry] = OutboxStore(d).pending()
         assert (entry.attempts, entry.maybe_landed) == (3, 3)
         assert not entry.restamp_due
-    assert user_version(path) == db_mod.SCHEMA_VERSION == 2
+    assert user_version(path) == db_mod.SCHEMA_VERSION == 3
+
+
+MU = "0f7e6c58-0000-4000-8000-000000000001"
+
+
+def make_v2(path):
+    """A journal written by the schema-2 monitor: a pending row, a row
+    delivered with Masakari's answer, one delivered on a 409 and a dead one."""
+    conn = sqlite3.connect(str(path))
+    for stmt in db_mod._SCHEMA_V1 + db_mod._SCHEMA_V2:
+        conn.execute(stmt)
+    rows = [("pending", 2, "HTTP 500", None),
+            ("delivered", 1, "accepted as notification %s (status new)" % MU, 5.0),
+            ("delivered", 2, "Masakari already had it (409 duplicate): "
+                             "HTTP 409: is duplicate", 6.0),
+            ("dead", 1, "HTTP 400: nope", 7.0)]
+    for episode, (status, attempts, last_error, settled) in enumerate(rows, 1):
+        conn.execute(
+            "INSERT INTO outbox (instance_uuid, episode, hostname, "
+            "generated_time, type, event, vir_domain_event, reason, status, "
+            "attempts, next_attempt_at, last_error, created_at, delivered_at, "
+            "maybe_landed) VALUES (?, ?, 'h', '2024-01-01T00:00:00.000000', "
+            "'VM', 'LIFECYCLE', 'STOPPED_FAILED', 'r', ?, ?, 1.0, ?, 1.0, ?, ?)",
+            (UUID, episode, status, attempts, last_error, settled, attempts))
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+
+
+def test_v2_file_migrates_and_keeps_the_masakari_uuid_it_was_told(tmp_path):
+    path = tmp_path / "j.db"
+    make_v2(path)
+    with Database(str(path), read_only=True) as ro:      # before: defaults
+        assert [(e.masakari_uuid, e.engine_status, e.engine_checked_at)
+                for e in OutboxStore(ro).rows()] == [("", "", None)] * 4
+    assert user_version(path) == 2
+    with Database(str(path)) as d:
+        store = OutboxStore(d)
+        pending, told, inferred, dead = store.rows()
+        assert (pending.status, pending.attempts, pending.maybe_landed) == (
+            "pending", 2, 2)
+        assert (told.masakari_uuid, told.engine_status) == (MU, "")
+        assert inferred.masakari_uuid == dead.masakari_uuid == ""
+        assert told.last_error.startswith("accepted as notification")
+        # the one with a uuid is followed to its end in Masakari
+        assert [e.id for e in store.following()] == [told.id]
+        assert store.requeue(dead.id, 10.0)
+    assert user_version(path) == db_mod.SCHEMA_VERSION
 
 
 # -- read-only --------------------------------------------------------------------

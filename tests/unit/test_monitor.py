@@ -509,3 +509,237 @@ def test_a_domain_no_longer_monitored_is_forgotten_by_the_hypervisor(conf):
     rig.mon.handle_event(LifecycleEvent(EventKind.STOPPED, A, "vm-a"))
     rig.mon.step(wait=False)
     assert rig.hv.forgotten == [A]
+
+
+# -- the status snapshot --------------------------------------------------------
+
+def test_snapshot_shows_display_names_each_probes_last_run_and_graces(conf):
+    from masakarimonitors_iim.hypervisor.types import DomainInfo, NovaMetadata
+
+    conf.set_override("guest_monitoring_startup_grace", 60,
+                      group="introspectiveinstancemonitor")
+    rig = Rig(conf)
+    rig.hv.add(A, "instance-00000001")
+    rig.hv.domains[A] = DomainInfo(A, "instance-00000001", DomainState.RUNNING, True,
+                                   NovaMetadata(instance_name="web-1"))
+    rig.hv.add(NOAGENT, "instance-00000002", has_agent=False)
+    rig.hv.domains[NOAGENT] = DomainInfo(NOAGENT, "instance-00000002", DomainState.RUNNING,
+                                         False, NovaMetadata(instance_name="db-1"))
+    before = rig.wall()
+    rig.rounds(1)                 # watched at t=1000, probed, clock now 1010
+    after = rig.wall()
+    snap = rig.mon.snapshot()
+    a = snap["monitored"][A]
+    assert (a["name"], a["display_name"]) == ("instance-00000001", "web-1")
+    (ping,) = a["probes"]
+    assert (ping["name"], ping["verdict"], ping["skipped"]) == ("ping", "HEALTHY", False)
+    assert before <= ping["at"] <= after and ping["seconds"] >= 0
+    # the startup grace ends 60 s after the watch, 50 s after "now"
+    assert abs(a["startup_grace_until"] - (snap["written_at"] + 50)) < 0.01
+    assert a["disconnect_grace_until"] is None      # the agent answered
+    assert snap["unmonitored_names"] == {
+        NOAGENT: {"name": "instance-00000002", "display_name": "db-1"}}
+
+    rig.hv.behaviour[A] = ErrorKind.AGENT_TIMEOUT
+    rig.rounds(1)
+    (ping,) = rig.mon.snapshot()["monitored"][A]["probes"]
+    assert ping["verdict"] == "FAILED" and "agent-timeout" in ping["reason"]
+
+    # a new boot: the old boot's probe results say nothing about it
+    rig.mon.handle_event(LifecycleEvent(EventKind.STARTED, A, "instance-00000001"))
+    rig.mon.step(wait=False)
+    a = rig.mon.snapshot()["monitored"][A]
+    assert a["probes"] == [] and a["disconnect_grace_until"] is not None
+
+
+def test_a_round_that_ran_no_probe_keeps_the_last_probe_results():
+    from masakarimonitors_iim.hypervisor.types import DomainInfo
+    from masakarimonitors_iim.monitor.domains import Watched
+    from masakarimonitors_iim.policy import model as policy_model
+    from masakarimonitors_iim.prober import ProbeRun, RoundOutcome
+    from masakarimonitors_iim.verdict import ProbeResult
+
+    w = Watched(info=DomainInfo(A, "vm-a", DomainState.RUNNING, True),
+                policy=policy_model.EffectivePolicy(
+                    enabled=True, probes=(), interval=10, timeout=2, failure_threshold=3,
+                    success_threshold=1, startup_grace=0))
+    ran = (ProbeRun("ping", ProbeResult.healthy(), 0.002),)
+    w.learn(RoundOutcome(ProbeResult.healthy(), agent_answered=True, probes=ran), 500.0)
+    w.learn(RoundOutcome(ProbeResult.unknown("monitor error: boom")), 510.0)
+    assert (w.last_probes, w.last_probes_at) == (ran, 500.0)
+
+
+# -- faults: the journal and the daemon -------------------------------------------
+
+def _fail_saves(rig, times, message="database is locked"):
+    """The next ``times`` journal writes fail as SQLite's would."""
+    from masakarimonitors_iim.db import DatabaseError
+
+    real_save = rig.journal.save
+    left = [times]
+
+    def save(*args, **kwargs):
+        if left[0] > 0:
+            left[0] -= 1
+            raise DatabaseError("journal database %s: %s" % (rig.db.path, message))
+        return real_save(*args, **kwargs)
+
+    rig.journal.save = save
+    return left
+
+
+def test_a_restart_whose_journal_write_fails_is_written_later_not_lost(conf):
+    """The failing guest restarts (STARTED) while the journal is locked:
+    the event is kept and written next iteration, so the old boot's
+    streak (2 of 3) cannot report on the new boot's first timeout."""
+    from masakarimonitors_iim.db import DatabaseError
+
+    rig = Rig(conf)
+    rig.hv.add(A, "vm-a")
+    rig.rounds(1)
+    rig.hv.behaviour[A] = ErrorKind.AGENT_TIMEOUT
+    rig.rounds(2)
+    assert (rig.state(A), rig.journal.get(A).failures) == (State.FAILING, 2)
+
+    rig.mon.handle_event(LifecycleEvent(EventKind.STARTED, A, "vm-a"))
+    left = _fail_saves(rig, 1)
+    with pytest.raises(DatabaseError):
+        rig.mon.step(wait=False)
+    assert left == [0] and rig.state(A) is State.FAILING   # not written yet
+    rig.mon.step(wait=False)                                # written now
+    assert rig.state(A) is State.DISCOVERY
+
+    rig.rounds(3)            # the new boot's agent times out: never seen healthy
+    assert rig.notifier.sent == []
+    assert rig.state(A) is State.DISCOVERY
+
+
+def test_a_held_event_keeps_its_place_before_later_ones(conf):
+    """STOPPED fails to be written, then STARTED arrives: they are applied
+    in that order once the journal works, whatever the retries."""
+    from masakarimonitors_iim.db import DatabaseError
+
+    rig = Rig(conf)
+    rig.hv.add(A, "vm-a")
+    rig.rounds(1)
+    rig.hv.states[A] = DomainState.SHUTOFF
+    rig.mon.handle_event(LifecycleEvent(EventKind.STOPPED, A, "vm-a"))
+    rig.hv.states[A] = DomainState.RUNNING
+    rig.mon.handle_event(LifecycleEvent(EventKind.STARTED, A, "vm-a"))
+    _fail_saves(rig, 3, "database or disk is full")
+    for _ in range(3):
+        with pytest.raises(DatabaseError):
+            rig.mon.step(wait=False)
+        assert A in rig.mon.registry.watched     # the stop is not applied half-way
+    rig.mon.step(wait=False)
+    assert rig.state(A) is State.DISCOVERY
+    assert rig.hv.forgotten == [A]               # the stop was applied, once
+    rig.rounds(2)
+    assert rig.state(A) is State.HEALTHY         # and the start after it
+
+
+def test_a_job_failing_for_another_reason_is_not_retried_forever(conf):
+    """Only a journal write is worth repeating: a job that raises anything
+    else would raise again, and must not wedge the scheduler."""
+    rig = Rig(conf)
+    rig.hv.add(A, "vm-a")
+    calls = []
+
+    def broken():
+        calls.append(1)
+        raise ValueError("a bug")
+
+    rig.mon._post(broken)
+    with pytest.raises(ValueError):
+        rig.mon.step(wait=False)
+    rig.rounds(1)
+    assert calls == [1]
+    assert rig.state(A) is State.HEALTHY
+
+
+def test_an_outcome_that_cannot_be_written_is_dropped_not_held(conf):
+    """A round's verdict is not kept: the next round brings a fresh one,
+    and a write that keeps failing for one domain must not stop the rest."""
+    from masakarimonitors_iim.db import DatabaseError
+
+    rig = Rig(conf)
+    rig.hv.add(A, "vm-a")
+    rig.hv.add(B, "vm-b")
+    rig.rounds(1)
+    rig.hv.behaviour[A] = ErrorKind.AGENT_TIMEOUT
+    rig.mon.step(wait=False)                # both rounds run, outcomes queued
+    _fail_saves(rig, 1)
+    with pytest.raises(DatabaseError):
+        rig.mon.step(wait=False)            # A's verdict: not written, dropped
+    rig.mon.step(wait=False)                # B's verdict: applied
+    assert rig.mon._held_job is None
+    rig.clock.t += 10.0
+    rig.rounds(3)
+    assert rig.state(A) is State.REPORTED and rig.state(B) is State.HEALTHY
+
+
+def test_sighup_with_a_hostile_policy_keeps_the_previous_one(conf, tmp_path, caplog):
+    from tests.unit.policy.test_policy_hostile import LAUGHS
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\nrules:\n  - name: slow\n    interval: 30\n")
+    conf.set_override("policy_file", str(policy), group="introspectiveinstancemonitor")
+    rig = Rig(conf)
+    rig.hv.add(A, "vm-a")
+    rig.rounds(1)
+    in_force = rig.mon.registry.policy_file
+    assert rig.mon.registry.watched[A].policy.interval == 30
+
+    for text in (LAUGHS, "version: 1\nrules: !!set {a}\n", "version: 1\nrules: " + "[" * 9999):
+        policy.write_text(text)
+        caplog.clear()
+        rig.mon.reload()
+        rig.mon.step(wait=False)
+        assert rig.mon.registry.policy_file is in_force
+        assert rig.mon.registry.watched[A].policy.interval == 30
+        (line,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert "previous policy stays in force" in line
+        assert "\n" not in line and len(line) < 800
+
+
+def test_stop_releases_the_journal_lock(conf):
+    from masakarimonitors_iim.monitor.lock import JournalLock, JournalLocked
+
+    path = conf.introspectiveinstancemonitor.journal_path
+    held = JournalLock(path)
+    held.acquire()
+    rig = Rig(conf)
+    rig.mon._journal_lock = held
+    with pytest.raises(JournalLocked):
+        JournalLock(path).acquire()
+    rig.mon.stop()
+    other = JournalLock(path)
+    other.acquire()              # free once the monitor stopped
+    other.release()
+
+
+def test_a_libvirt_outage_is_one_log_line_whatever_its_wording(conf, caplog):
+    """Hung, then dropped by keepalive, then refused while reconnecting:
+    three wordings of one outage, one line; and one when it ends."""
+    import logging
+
+    from masakarimonitors_iim.hypervisor.types import HypervisorUnavailable
+
+    caplog.set_level(logging.INFO)
+    rig = Rig(conf)
+    rig.hv.add(A, "vm-a")
+    rig.rounds(1)
+    listing = rig.hv.list_running_domains
+    for why in ("connection closed due to keepalive timeout", "not connected to libvirt",
+                "not connected to libvirt", "Cannot recv data: Connection reset by peer"):
+        def down(why=why):
+            raise HypervisorUnavailable(why)
+        rig.hv.list_running_domains = down
+        rig.clock.t += 10.0
+        rig.mon.step(wait=False)
+    rig.hv.list_running_domains = listing
+    rig.clock.t += 10.0
+    rig.mon.step(wait=False)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if "cannot list domains" in m]) == 1
+    assert len([m for m in messages if "listing domains works again" in m]) == 1

@@ -1,4 +1,5 @@
-"""Install what the testbed needs: Debian packages, a guest kernel, masakari.
+"""Install what the testbed needs: Debian packages, a guest kernel, masakari,
+and masakari-monitors with this project in it (the drop-in test).
 
 Every step checks first and does nothing when its result is already there, so
 a second ``setup`` costs a few dpkg-query calls. Results that are not Debian
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import shutil
 import sys
@@ -51,6 +53,14 @@ GUEST_MODULES = (
 )
 
 MASAKARI_REQUIREMENT = "masakari==22.0.0"
+MASAKARI_MONITORS_REQUIREMENT = "masakari-monitors==22.0.0"
+
+#: The root of the checkout this file is in (a CI clone or a developer's),
+#: installed into the masakari-monitors venv in editable mode.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+#: Files whose change means the project must be installed again (its
+#: dependencies or entry points may have changed).
+PROJECT_INSTALL_INPUTS = ("setup.cfg", "setup.py", "requirements.txt")
 
 _APT_ENV = {"DEBIAN_FRONTEND": "noninteractive"}
 
@@ -223,6 +233,82 @@ def ensure_masakari(cache: Path) -> Path:
     return venv
 
 
+def monitors_venv(cache: Path) -> Path:
+    """Path of the virtualenv that holds masakari-monitors and this project."""
+    version = MASAKARI_MONITORS_REQUIREMENT.split("==")[1]
+    return cache / f"masakari-monitors-{version}-py{sys.version_info.major}{sys.version_info.minor}"
+
+
+def _monitors_stamp(root: Path) -> str:
+    """What the masakari-monitors venv was made from: the requirement, the
+    checkout installed into it, and that checkout's install inputs."""
+    digest = hashlib.sha256()
+    for name in PROJECT_INSTALL_INPUTS:
+        path = root / name
+        digest.update(name.encode() + b"\0" + (path.read_bytes() if path.exists() else b""))
+    return f"{MASAKARI_MONITORS_REQUIREMENT}\n{root}\n{digest.hexdigest()}\n"
+
+
+def ensure_masakari_monitors(cache: Path, root: Path = PROJECT_ROOT) -> Path:
+    """A virtualenv with masakari-monitors and this project (editable, from
+    ``root``), unless a complete one made from the same inputs exists.
+
+    Its own venv, as for masakari: masakari-monitors brings eventlet and
+    oslo.service, which the project's venv must not have. The stamp written
+    last records what it was made from; a different checkout or changed
+    requirements reinstall the project only.
+    """
+    venv = monitors_venv(cache)
+    marker = venv / ".testbed-complete"
+    stamp = _monitors_stamp(root)
+    pip = [str(venv / "bin/pip"), "install", "-q", "--disable-pip-version-check"]
+    binary = venv / "bin/masakari-introspectiveinstancemonitor"
+    if marker.exists() and binary.exists():
+        if marker.read_text() == stamp and _monitors_venv_works(venv, root):
+            return venv
+        if _imports(venv, "import masakarimonitors"):
+            _log(f"installing {root} into {venv} again")
+            marker.unlink()
+            run([*pip, "-e", str(root)], timeout=900)
+            if not _monitors_venv_works(venv, root):
+                raise TestbedError(f"{venv}: {root} installed but not importable from there")
+            marker.write_text(stamp)
+            return venv
+        _log(f"{venv} is broken, recreating it")
+    if venv.exists():
+        shutil.rmtree(venv)
+    _log(f"creating {venv} with {MASAKARI_MONITORS_REQUIREMENT} and {root}")
+    base_python = getattr(sys, "_base_executable", sys.executable)
+    run([base_python, "-m", "venv", str(venv)], timeout=300)
+    run([*pip, MASAKARI_MONITORS_REQUIREMENT], timeout=900)
+    run([*pip, "-e", str(root)], timeout=900)
+    if not _monitors_venv_works(venv, root):
+        raise TestbedError(f"{venv}: {root} installed but not importable from there")
+    marker.write_text(stamp)
+    return venv
+
+
+def _imports(venv: Path, code: str) -> bool:
+    # Run from the venv, so that a checkout in the current directory cannot
+    # stand in for a package the venv lacks.
+    try:
+        run([str(venv / "bin/python"), "-c", code], timeout=60, cwd=venv)
+        return True
+    except TestbedError:
+        return False
+
+
+def _monitors_venv_works(venv: Path, root: Path) -> bool:
+    """Both packages import, and the project is the one from ``root``."""
+    package = (root / "masakarimonitors_iim").resolve()
+    return _imports(
+        venv,
+        "import masakarimonitors, masakarimonitors_iim, pathlib, sys; "
+        "here = pathlib.Path(masakarimonitors_iim.__file__).resolve().parent; "
+        f"sys.exit(here != pathlib.Path({str(package)!r}))",
+    )
+
+
 @contextlib.contextmanager
 def cache_lock(cache: Path) -> Iterator[None]:
     """Serialise installs and builds of concurrent testbeds sharing ``cache``."""
@@ -244,5 +330,6 @@ def setup(cache: Path | None = None) -> Path:
         ensure_packages(apt)
         ensure_kernel(apt, cache)
         ensure_masakari(cache)
+        ensure_masakari_monitors(cache)
     _log(f"installed in {time.monotonic() - started:.1f}s (cache {cache})")
     return cache

@@ -8,8 +8,8 @@ and ``masakari-iim status`` to see what it is doing.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -28,18 +28,8 @@ def _default_binary() -> str:
 
 
 # -- ``masakari-iim status`` as data -------------------------------------------
-
-#: One journal row: "%-36s  %-16s  %-11s  %-8s  %s" (uuid, name[:16],
-#: journal state or UNMONITORED, verdict, reason).
-_DOMAIN_ROW = re.compile(
-    r"^(?P<uuid>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})  "
-    r"(?P<name>.{16})  (?P<journal>\S+) +(?P<verdict>\S+) +(?P<since>\S+) *(?P<reason>.*)$"
-)
-#: One outbox row: "  #ID UUID episode N generated TIME: STATUS after N attempt(s)[; ...]".
-_OUTBOX_ROW = re.compile(
-    r"^  #(?P<id>\d+) (?P<uuid>\S+) episode (?P<episode>\d+) generated (?P<generated>\S+): "
-    r"(?P<status>\w+) after (?P<attempts>\d+) attempt\(s\)(?:; (?P<detail>.*))?$"
-)
+# Read from ``masakari-iim status --json`` (its shape is versioned and
+# documented in masakarimonitors_iim.status.render_json), not the text table.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,32 +68,34 @@ class Status:
 
 
 def parse_status(text: str) -> Status:
-    domains: dict[str, DomainRow] = {}
-    outbox: list[OutboxRow] = []
-    for line in text.splitlines():
-        m = _DOMAIN_ROW.match(line)
-        if m:
-            domains[m["uuid"]] = DomainRow(
-                uuid=m["uuid"],
-                name=m["name"].strip(),
-                journal=m["journal"],
-                verdict=m["verdict"],
-                reason=m["reason"].strip(),
-            )
-            continue
-        m = _OUTBOX_ROW.match(line)
-        if m:
-            outbox.append(
-                OutboxRow(
-                    id=int(m["id"]),
-                    uuid=m["uuid"],
-                    episode=int(m["episode"]),
-                    generated=m["generated"],
-                    status=m["status"],
-                    attempts=int(m["attempts"]),
-                    detail=m["detail"] or "",
-                )
-            )
+    """``masakari-iim status --json`` output as rows; the reason of a row
+    is the journal's reason and the monitor's note (blocked probes, why
+    unmonitored), as the text table shows them."""
+    data = json.loads(text)
+    if data.get("version") != 1:
+        raise ValueError(f"masakari-iim status --json: unknown version {data.get('version')}")
+    domains = {
+        d["uuid"]: DomainRow(
+            uuid=d["uuid"],
+            name=d["name"],
+            journal=d["state"],
+            verdict=d["verdict"] or "-",
+            reason="; ".join(r for r in (d["reason"], d["note"]) if r),
+        )
+        for d in data["domains"]
+    }
+    outbox = [
+        OutboxRow(
+            id=n["id"],
+            uuid=n["instance_uuid"],
+            episode=n["episode"],
+            generated=n["generated_time"],
+            status=n["status"],
+            attempts=n["attempts"],
+            detail=n["last_error"],
+        )
+        for n in data["notifications"]
+    ]
     return Status(text=text, domains=domains, outbox=outbox)
 
 
@@ -114,6 +106,10 @@ class MonitorProcess:
     ``policy`` (YAML text) is written to ``WORKDIR/iim-policy.yaml`` and set as
     ``[introspectiveinstancemonitor] policy_file``; :meth:`write_policy` then
     :meth:`reload` changes it under a running monitor.
+    ``run_command`` runs something else with the same config file instead of
+    ``masakari-iim`` (``--config-file PATH`` is appended), e.g. masakari-monitors'
+    ``masakari-introspectiveinstancemonitor`` loading this project's manager;
+    ``masakari-iim status`` (``binary``) still reads what it does.
     Restarting keeps the journal, as a restart on a compute host would.
     """
 
@@ -124,11 +120,13 @@ class MonitorProcess:
         options: dict[str, dict[str, str]] | None = None,
         binary: str | None = None,
         policy: str | None = None,
+        run_command: list[str] | None = None,
     ) -> None:
         self.testbed = testbed
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.binary = binary or _default_binary()
+        self.run_command = list(run_command or [self.binary])
         self.config_path = self.workdir / "masakarimonitors.conf"
         self.log_path = self.workdir / "masakari-iim.log"
         self.journal_path = self.workdir / "state" / "iim-journal.sqlite"
@@ -195,7 +193,7 @@ class MonitorProcess:
         offset = self.log_size()
         out = open(self.workdir / "masakari-iim.stdout", "ab")
         self.proc = subprocess.Popen(
-            [self.binary, "--config-file", str(self.config_path)],
+            [*self.run_command, "--config-file", str(self.config_path)],
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -268,10 +266,10 @@ class MonitorProcess:
             time.sleep(0.2)
         raise TimeoutError(f"{text!r} not in {self.log_path} after {timeout}s")
 
-    def status(self) -> str:
-        """``masakari-iim status`` output, as an operator would read it."""
+    def status(self, *args: str) -> str:
+        """``masakari-iim status [ARGS]`` output, as an operator would read it."""
         out = subprocess.run(
-            [self.binary, "status", "--config-file", str(self.config_path)],
+            [self.binary, "status", *args, "--config-file", str(self.config_path)],
             capture_output=True,
             text=True,
             timeout=30,
@@ -284,5 +282,5 @@ class MonitorProcess:
         return out.stdout
 
     def status_report(self) -> Status:
-        """:meth:`status`, parsed into journal rows and outbox rows."""
-        return parse_status(self.status())
+        """``status --json``, parsed into journal rows and outbox rows."""
+        return parse_status(self.status("--json"))

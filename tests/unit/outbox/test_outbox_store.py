@@ -191,3 +191,70 @@ def test_prune_delivered_keeps_dead_and_pending(db, store):
     assert store.prune_delivered(before=5.0) == 0
     assert store.prune_delivered(before=11.0) == 1
     assert [e.id for e in store.rows()] == [b.id, c.id]
+
+
+# -- where Masakari took it, dead letters back, waiting rows sent at once ---------
+
+MU = "0f7e6c58-0000-4000-8000-000000000001"
+
+
+def test_delivered_keeps_masakari_uuid_and_engine_status(db, store):
+    save(db, reported(), make_notification(UUID, "h", 1.0))
+    [entry] = store.rows()
+    assert (entry.masakari_uuid, entry.engine_status,
+            entry.engine_checked_at) == ("", "", None)
+    assert store.settle(entry.id, DELIVERED, 5.0, "accepted", MU, "new")
+    [entry] = store.rows()
+    assert (entry.masakari_uuid, entry.engine_status,
+            entry.engine_checked_at) == (MU, "new", 5.0)
+    assert [e.id for e in store.following()] == [entry.id]
+    assert store.record_engine(entry.id, "running", 9.0)
+    assert store.rows()[0].last_error == "accepted"     # no note: kept
+    assert store.record_engine(entry.id, "failed", 12.0, "NOT recovered")
+    [entry] = store.rows()
+    assert (entry.engine_status, entry.engine_checked_at, entry.last_error) == (
+        "failed", 12.0, "NOT recovered")
+    assert store.following() == []                      # final: done
+
+
+def test_following_skips_rows_without_uuid_and_undelivered_ones(db, store):
+    for uuid in ["a", "b", "c", "d"]:
+        save(db, reported(uuid=uuid), make_notification(uuid, "h", 1.0))
+    a, b, c, d = store.rows()
+    store.settle(a.id, DELIVERED, 10.0, "logged only")       # no uuid
+    store.settle(b.id, DELIVERED, 10.0, "ok", MU, "new")
+    store.settle(c.id, DEAD, 10.0, "refused")
+    assert [e.id for e in store.following()] == [b.id]
+    assert not store.record_engine(d.id, "new", 11.0)       # pending: no
+
+
+def test_requeue_puts_only_a_dead_letter_back(db, store):
+    for uuid in ["a", "b"]:
+        save(db, reported(uuid=uuid), make_notification(uuid, "h", 1.0))
+    a, b = store.rows()
+    store.begin_attempt(a.id)
+    store.settle(a.id, DEAD, 10.0, "HTTP 409: host under maintenance")
+    assert not store.requeue(b.id, 20.0)                    # pending
+    assert store.requeue(a.id, 20.0)
+    [again] = [e for e in store.due(20.0) if e.id == a.id]
+    assert (again.status, again.attempts, again.next_attempt_at,
+            again.delivered_at) == (PENDING, 1, 20.0, None)
+    assert again.last_error == "HTTP 409: host under maintenance"  # why it died
+    assert not again.restamp_due        # its attempt may have landed: same time
+    assert not store.requeue(a.id, 21.0)                    # not dead any more
+    assert not store.requeue(999, 21.0)
+
+
+def test_expedite_and_readdress_touch_only_pending_rows(db, store):
+    for uuid in ["a", "b", "c"]:
+        save(db, reported(uuid=uuid), make_notification(uuid, "h", 1.0))
+    a, b, c = store.rows()
+    store.mark_retry(a.id, 1, 500.0, "refused")
+    store.mark_retry(b.id, 1, 5.0, "refused")
+    store.settle(c.id, DELIVERED, 3.0)
+    assert store.expedite([a.id, b.id, c.id], 10.0) == 1    # b was due already
+    assert [e.id for e in store.due(10.0)] == [b.id, a.id]
+    assert store.readdress(a.id, "compute-7")
+    assert not store.readdress(c.id, "compute-7")
+    names = {e.id: e.notification.hostname for e in store.rows()}
+    assert names == {a.id: "compute-7", b.id: "h", c.id: "h"}

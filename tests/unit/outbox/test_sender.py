@@ -16,30 +16,66 @@ from masakarimonitors_iim.journal.machine import State
 from masakarimonitors_iim.notifier.base import DeliveryOutcome
 from masakarimonitors_iim.notifier.base import DeliveryStatus
 from masakarimonitors_iim.notifier.base import format_generated_time
+from masakarimonitors_iim.notifier.base import HeldNotification
 from masakarimonitors_iim.notifier.base import make_notification
 from masakarimonitors_iim.notifier.base import Notifier
+from masakarimonitors_iim.notifier.base import NotifierError
 from masakarimonitors_iim.outbox import sender as sender_mod
 from masakarimonitors_iim.outbox.sender import Sender
 from masakarimonitors_iim.outbox.store import OutboxStore
 from tests.unit.outbox.helpers import save
 
-OK = DeliveryOutcome(DeliveryStatus.DELIVERED, "accepted")
+MASAKARI_UUID = "0f7e6c58-0000-4000-8000-000000000001"
+OK = DeliveryOutcome(DeliveryStatus.DELIVERED, "accepted",
+                     masakari_uuid=MASAKARI_UUID, engine_status="new")
 RETRY = DeliveryOutcome(DeliveryStatus.RETRY, "HTTP 500: boom")
-NO = DeliveryOutcome(DeliveryStatus.REJECTED, "HTTP 400: no such host")
+DOWN = DeliveryOutcome(DeliveryStatus.UNREACHABLE, "connection refused")
+CONFIG = DeliveryOutcome(DeliveryStatus.MISCONFIGURED,
+                         "Masakari does not know host 'host1'")
+NO = DeliveryOutcome(DeliveryStatus.REJECTED, "HTTP 400: no such thing")
 DUP = DeliveryOutcome(DeliveryStatus.DUPLICATE, "HTTP 409: is duplicate")
-LOGGER = "masakarimonitors_iim.outbox.sender"
+LOGGER = "masakarimonitors_iim.outbox"
 
 
 class FakeNotifier(Notifier):
-    """Answers from a script; the last answer repeats. Exceptions are raised."""
+    """Answers from a script; the last answer repeats. Exceptions are raised.
+
+    ``held`` is what "Masakari" holds (a NotifierError there: it cannot be
+    asked); ``up`` is what the cheap probe says; ``statuses`` maps a
+    Masakari uuid to the engine statuses its lookups return, in turn.
+    """
 
     name = "fake"
 
-    def __init__(self, *script):
+    def __init__(self, *script, held=(), up=None):
         super().__init__(cfg.ConfigOpts())
         self.script = list(script)
         self.sent = []
         self.called = threading.Event()
+        self.held = held
+        self.asked = []
+        self.up = up
+        self.probes = 0
+        self.statuses = {}
+        self.shown = []
+
+    def held_since(self, since, kind="VM"):
+        self.asked.append((since, kind))
+        if isinstance(self.held, Exception):
+            raise self.held
+        return list(self.held)
+
+    def reachable(self):
+        self.probes += 1
+        return self.up
+
+    def show(self, uuid):
+        self.shown.append(uuid)
+        answers = self.statuses.get(uuid, ["new"])
+        answer = answers.pop(0) if len(answers) > 1 else answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return HeldNotification(uuid, "VM", "", {}, answer)
 
     def send(self, notification):
         self.sent.append(notification)
@@ -79,9 +115,15 @@ def make(store, notifier, clock=None, **kw):
                   **kw)
 
 
+def scan_each_second(s, clock, until):
+    while clock.t < until:
+        clock.t += 1.0
+        s.run_once()
+
+
 def records(caplog, level):
     return [r for r in caplog.records
-            if r.name == LOGGER and r.levelno == level]
+            if r.name.startswith(LOGGER) and r.levelno == level]
 
 
 # -- back-off -------------------------------------------------------------------
@@ -131,6 +173,8 @@ def test_delivered(store, caplog):
     [row] = store.rows()
     assert (row.status, row.attempts, row.delivered_at, row.last_error) == (
         "delivered", 1, 1000.0, "accepted")
+    assert (row.masakari_uuid, row.engine_status, row.engine_checked_at) == (
+        MASAKARI_UUID, "new", 1000.0)
     [info] = records(caplog, logging.INFO)
     assert "u-1" in info.getMessage() and "1 attempt" in info.getMessage()
 
@@ -140,9 +184,10 @@ def test_rejected_is_a_dead_letter(store, caplog):
     make(store, FakeNotifier(NO)).run_once()
     [row] = store.rows()
     assert (row.status, row.attempts, row.last_error) == (
-        "dead", 1, "HTTP 400: no such host")
+        "dead", 1, "HTTP 400: no such thing")
     [err] = records(caplog, logging.ERROR)
-    assert "u-1" in err.getMessage() and "no such host" in err.getMessage()
+    assert "u-1" in err.getMessage() and "no such thing" in err.getMessage()
+    assert "masakari-iim outbox requeue %d" % row.id in err.getMessage()
     assert store.pending() == []
 
 
@@ -227,87 +272,146 @@ def test_run_once_says_how_long_to_wait(store):
     assert s.run_once() == 1.0                  # attempted; next one in 10s
 
 
-# -- 409 duplicate ----------------------------------------------------------------
+# -- 409 duplicate: ask Masakari ---------------------------------------------------
 
-def test_first_attempt_409_is_a_collision_resent_restamped(store, caplog):
-    """A new episode within Masakari's window of an earlier one: 409 on its
-    very first attempt. Not delivered: re-sent, re-stamped, after the window."""
+BLOCKER = "9b0c1d2e-0000-4000-8000-00000000000b"
+OURS = "9b0c1d2e-0000-4000-8000-0000000000aa"
+
+
+def holding(notification, uuid, t=None, status="new"):
+    """A notification Masakari holds with ``notification``'s payload,
+    generated at ``t`` (default: the very same generated_time)."""
+    when = notification.generated_time if t is None else format_generated_time(t)
+    return HeldNotification(uuid, notification.type, when,
+                            notification.payload(), status)
+
+
+def test_409_after_a_refused_attempt_is_not_delivered_when_masakari_lacks_it(store, caplog):
+    """The lost notification: a second episode within Masakari's window of
+    the first, whose first attempt is refused. The 409 is not taken as
+    delivery: Masakari is asked, holds only the first episode, so the
+    notification is re-sent, re-stamped, once that one's window is over."""
     entry = queue(store, t=1000.0)
     clock = Clock(1000.0)
-    notifier = FakeNotifier(DUP, OK)
+    notifier = FakeNotifier(DOWN, DUP, OK,
+                            held=[holding(entry.notification, BLOCKER, t=900.0,
+                                          status="finished")], up=True)
     s = make(store, notifier, clock, duplicate_window=180)
-    s.run_once()
+    s.run_once()                                    # refused
+    clock.t = store.pending()[0].next_attempt_at    # 1010
+    s.run_once()                                    # 409
     [row] = store.pending()
-    assert (row.attempts, row.maybe_landed) == (1, 0)
-    assert row.next_attempt_at == 1180.0 and row.restamp_due
-    assert "is duplicate" in row.last_error and "collided" in row.last_error
-    [warning] = records(caplog, logging.WARNING)
-    text = warning.getMessage()
-    assert "u-1" in text and "180 s" in text and "new generated_time" in text
-    assert "again" not in text
+    assert row.status == "pending" and row.restamp_due
+    assert notifier.asked == [(format_generated_time(1000.0 - 180 - 60), "VM")]
+    assert row.next_attempt_at == 900.0 + 180 + 1   # the blocker's window
+    assert row.last_error.startswith("collided with notification " + BLOCKER)
+    assert "does not hold this one" in row.last_error and "HTTP 409" in row.last_error
+    [warning] = [r.getMessage() for r in records(caplog, logging.WARNING)
+                 if "collided" in r.getMessage()]
+    assert "u-1" in warning and BLOCKER in warning and "180 s" in warning
+    assert "new generated_time" in warning and "again" not in warning
 
-    clock.t = 1100.0
-    s.run_once()                            # inside the window: no attempt
-    assert len(notifier.sent) == 1
-    clock.t = 1180.5
+    scan_each_second(s, clock, 1080.0)
+    assert len(notifier.sent) == 2      # the window is waited out, not probed
+    clock.t = 1081.0
     s.run_once()
-    stamped = format_generated_time(1180.5)
-    assert notifier.sent[1] == dataclasses.replace(entry.notification,
-                                                   generated_time=stamped)
     [done] = store.rows()
-    assert (done.status, done.attempts, done.last_error) == (
-        "delivered", 2, "accepted")
-    assert done.notification.generated_time == stamped
-    assert len(records(caplog, logging.WARNING)) == 1
+    assert (done.status, done.masakari_uuid) == ("delivered", MASAKARI_UUID)
+    assert notifier.sent[-1].generated_time == format_generated_time(1081.0)
+    assert notifier.sent[0].generated_time == notifier.sent[1].generated_time
 
 
-def test_409_after_an_attempt_that_may_have_landed_is_delivered(store):
-    queue(store)
+def test_409_when_masakari_holds_this_one_is_delivered_under_its_uuid(store):
+    """An earlier attempt timed out after Masakari stored it: the 409 is
+    about this very notification, as the lookup shows."""
+    entry = queue(store)
     clock = Clock()
-    notifier = FakeNotifier(RETRY, DUP)
+    notifier = FakeNotifier(RETRY, DUP, held=[
+        holding(entry.notification, BLOCKER, t=900.0, status="finished"),
+        holding(entry.notification, OURS, status="running")])
     s = make(store, notifier, clock)
     s.run_once()
     clock.t = store.pending()[0].next_attempt_at
     s.run_once()
     [row] = store.rows()
     assert (row.status, row.attempts) == ("delivered", 2)
-    assert row.last_error.startswith("Masakari already had it (409 duplicate)")
-    # the same generated_time both times: never re-stamped
-    assert notifier.sent[0] == notifier.sent[1]
+    assert (row.masakari_uuid, row.engine_status) == (OURS, "running")
+    assert row.last_error.startswith("Masakari already had it (409 duplicate")
+    assert OURS in row.last_error
+    assert notifier.sent[0] == notifier.sent[1]     # never re-stamped
+
+
+def test_409_finds_this_one_even_as_masakari_renders_its_time(store):
+    entry = queue(store, t=1000.0)      # .000000 microseconds
+    rendered = entry.notification.generated_time.replace(".000000", "") + "+00:00"
+    ours = dataclasses.replace(holding(entry.notification, OURS),
+                               generated_time=rendered)
+    make(store, FakeNotifier(DUP, held=[ours])).run_once()
+    assert store.rows()[0].masakari_uuid == OURS
+
+
+def test_409_whose_blocker_is_out_of_sight_waits_the_whole_window(store):
+    queue(store)
+    make(store, FakeNotifier(DUP, held=[]), Clock(1000.0),
+         duplicate_window=180).run_once()
+    [row] = store.pending()
+    assert row.next_attempt_at == 1180.0 and row.restamp_due
+
+
+def test_409_that_cannot_be_checked_is_retried_never_settled(store):
+    entry = queue(store)
+    clock = Clock()
+    notifier = FakeNotifier(DUP, held=NotifierError("connection refused"))
+    s = make(store, notifier, clock)
+    s.run_once()
+    [row] = store.pending()
+    assert (row.attempts, row.maybe_landed, row.restamp_due) == (1, 1, False)
+    assert "Masakari could not be asked" in row.last_error
+    assert "connection refused" in row.last_error
+    clock.t = row.next_attempt_at
+    s.run_once()                    # same answer: still pending, same time
+    assert store.pending()[0].attempts == 2
+    assert {n.generated_time for n in notifier.sent} == {
+        entry.notification.generated_time}
 
 
 class Crash(BaseException):
     """The process dying mid-attempt (nothing in the sender catches it)."""
 
 
-def test_attempt_cut_short_by_a_crash_counts_after_restart(tmp_path):
-    """The POST landed, then the process died before settle: after
-    the restart Masakari answers 409, and that is the proof of delivery."""
+@pytest.mark.parametrize("landed", [True, False])
+def test_attempt_cut_short_by_a_crash_is_settled_by_asking(tmp_path, landed):
+    """The process died mid-attempt, before or after the POST reached
+    Masakari. After the restart Masakari answers 409 either way (the
+    earlier episode is in its window); what it holds decides."""
     path = str(tmp_path / "journal.db")
     with Database(path) as first_db:
         first = OutboxStore(first_db)
-        queue(first)
+        entry = queue(first)
         with pytest.raises(Crash):
             make(first, FakeNotifier(Crash())).run_once()
+    held = [holding(entry.notification, BLOCKER, t=990.0)]
+    if landed:
+        held.append(holding(entry.notification, OURS))
     with Database(path) as db:
         store = OutboxStore(db)
         [row] = store.pending()
         assert (row.attempts, row.maybe_landed) == (1, 1)
-        notifier = FakeNotifier(DUP)
-        make(store, notifier, Clock(5000.0)).run_once()
+        notifier = FakeNotifier(DUP, held=held)
+        make(store, notifier, Clock(1100.0)).run_once()
         [row] = store.rows()
-        assert (row.status, row.attempts) == ("delivered", 2)
-        assert "already had it" in row.last_error
+        if landed:
+            assert (row.status, row.masakari_uuid) == ("delivered", OURS)
+        else:
+            assert (row.status, row.restamp_due) == ("pending", True)
+            assert row.next_attempt_at == 990.0 + 180 + 1
         assert notifier.sent[0].generated_time == format_generated_time(1000.0)
 
 
 def test_restamped_row_that_collides_again_is_not_taken_as_delivered(store, caplog):
-    """Attempts that collided never landed, so a later 409 is a collision
-    again; only after an attempt with the new time that may have landed
-    (a timeout) does a 409 prove delivery."""
-    queue(store)
+    entry = queue(store)
     clock = Clock(1000.0)
-    notifier = FakeNotifier(DUP, DUP, RETRY, DUP)
+    notifier = FakeNotifier(DUP, DUP, OK, held=[])
     s = make(store, notifier, clock, duplicate_window=180)
     s.run_once()                                # collision
     clock.t = 1180.0
@@ -318,22 +422,17 @@ def test_restamped_row_that_collides_again_is_not_taken_as_delivered(store, capl
     warnings = [r.getMessage() for r in records(caplog, logging.WARNING)]
     assert len(warnings) == 2 and "collided again" in warnings[1]
     assert "longer than the 180s" in warnings[1]
+    notifier.held = [holding(entry.notification, BLOCKER, t=1200.0)]
     clock.t = 1360.0
-    s.run_once()                                # re-stamped, times out
-    [row] = store.pending()
-    assert (row.attempts, row.maybe_landed) == (3, 1)
-    clock.t = row.next_attempt_at
-    s.run_once()                                # 409: the timeout had landed
-    [row] = store.rows()
-    assert (row.status, row.attempts) == ("delivered", 4)
+    s.run_once()
+    assert store.rows()[0].status == "delivered"
     times = [n.generated_time for n in notifier.sent]
-    assert times == [format_generated_time(t) for t in
-                     (1000.0, 1180.0, 1360.0, 1360.0)]
+    assert times == [format_generated_time(t) for t in (1000.0, 1180.0, 1360.0)]
 
 
 def test_collision_waits_at_least_retry_interval(store):
     queue(store)
-    make(store, FakeNotifier(DUP), Clock(1000.0), retry_interval=10,
+    make(store, FakeNotifier(DUP, held=[]), Clock(1000.0), retry_interval=10,
          duplicate_window=0).run_once()
     assert store.pending()[0].next_attempt_at == 1010.0
 
@@ -344,6 +443,192 @@ def test_collision_waits_at_least_retry_interval(store):
 def test_rejects_nonsense_settings(store, kw):
     with pytest.raises(ValueError):
         make(store, FakeNotifier(OK), **kw)
+
+
+# -- Masakari unreachable: a cheap probe, then at once -------------------------------
+
+def test_unreachable_api_is_probed_and_sent_within_retry_interval_of_return(store):
+    queue(store)
+    clock = Clock(1000.0)
+    notifier = FakeNotifier(DOWN, up=False)
+    s = make(store, notifier, clock, retry_interval=10, max_backoff=300)
+    s.run_once()
+    scan_each_second(s, clock, 1160.0)
+    # attempts on the back-off schedule only: 1000, 1010, 1030, 1070, 1150
+    assert len(notifier.sent) == 5
+    assert store.pending()[0].next_attempt_at == 1310.0
+    # a probe at most every retry_interval, and only while the next attempt
+    # is further away than that
+    assert 0 < notifier.probes <= (1160 - 1000) // 10
+    probes = notifier.probes
+    notifier.up = True
+    notifier.script = [OK]
+    scan_each_second(s, clock, 1200.0)
+    [row] = store.rows()
+    assert row.status == "delivered"
+    assert row.delivered_at - 1160.0 <= 10.0        # not 1310
+    assert len(notifier.sent) == 6
+    assert notifier.probes == probes + 1
+
+
+def test_a_probe_that_says_up_while_sending_still_fails_backs_off(store):
+    """The probe answers but the POST still reaches nothing (say a balancer
+    that only fails POSTs): the probe must not turn into an attempt every
+    retry_interval."""
+    queue(store)
+    clock = Clock(1000.0)
+    notifier = FakeNotifier(DOWN, up=True)
+    s = make(store, notifier, clock, retry_interval=10, max_backoff=300)
+    s.run_once()
+    scan_each_second(s, clock, 2000.0)
+    # every 10 s would be about 100 attempts; backing off: a handful
+    assert len(notifier.sent) <= 12, len(notifier.sent)
+    assert store.pending()[0].status == "pending"
+
+
+def test_no_probe_while_the_next_attempt_is_due_soon(store):
+    queue(store)
+    clock = Clock(1000.0)
+    notifier = FakeNotifier(DOWN, up=True)
+    s = make(store, notifier, clock, retry_interval=10)
+    s.run_once()
+    scan_each_second(s, clock, 1009.0)
+    assert notifier.probes == 0 and len(notifier.sent) == 1
+
+
+def test_an_api_that_answers_errors_is_not_probed(store):
+    queue(store)
+    clock = Clock(1000.0)
+    notifier = FakeNotifier(RETRY, up=True)
+    s = make(store, notifier, clock, retry_interval=10)
+    s.run_once()
+    scan_each_second(s, clock, 1100.0)
+    assert notifier.probes == 0
+    assert len(notifier.sent) == 4                  # 1000, 1010, 1030, 1070
+
+
+def test_after_a_restart_rows_in_back_off_are_probed_for(tmp_path):
+    path = str(tmp_path / "journal.db")
+    with Database(path) as first_db:
+        first = OutboxStore(first_db)
+        queue(first)
+        make(first, FakeNotifier(DOWN), Clock(1000.0), max_backoff=300).run_once()
+        first.mark_retry(1, 5, 1300.0, "connection refused")
+    with Database(path) as db:
+        store = OutboxStore(db)
+        notifier = FakeNotifier(OK, up=True)
+        make(store, notifier, Clock(1001.0)).run_once()
+        assert store.rows()[0].status == "delivered"
+        assert notifier.probes == 1
+
+
+# -- configuration errors are retried, loudly ------------------------------------------
+
+def test_configuration_error_is_retried_and_said_once_loudly(store, caplog):
+    queue(store, "u-1")
+    queue(store, "u-2")
+    clock = Clock(1000.0)
+    notifier = FakeNotifier(CONFIG)
+    s = make(store, notifier, clock)
+    for _ in range(4):
+        s.run_once()
+        clock.t += 1000
+    assert [r.status for r in store.rows()] == ["pending", "pending"]
+    assert all("does not know host" in r.last_error for r in store.rows())
+    loud = [r.getMessage() for r in records(caplog, logging.ERROR)
+            if "configuration is fixed" in r.getMessage()]
+    assert len(loud) == 1 and "does not know host 'host1'" in loud[0]
+    notifier.script = [OK]
+    s.run_once()
+    assert [r.status for r in store.rows()] == ["delivered", "delivered"]
+    notifier.script = [CONFIG]
+    queue(store, "u-3", t=clock.t)
+    s.run_once()                                # said again once it recurs
+    assert len([r for r in records(caplog, logging.ERROR)
+                if "configuration is fixed" in r.getMessage()]) == 2
+
+
+def test_a_row_is_sent_under_this_hosts_current_name(store, caplog):
+    queue(store)                                # queued for host1
+    notifier = FakeNotifier(OK)
+    make(store, notifier, hostname="compute-7").run_once()
+    assert notifier.sent[0].hostname == "compute-7"
+    [row] = store.rows()
+    assert (row.status, row.notification.hostname) == ("delivered", "compute-7")
+    assert any("'host1' is sent as 'compute-7'" in r.getMessage()
+               for r in records(caplog, logging.WARNING))
+
+
+# -- following a delivered notification to its end -----------------------------------
+
+def test_a_failed_recovery_of_a_guest_still_failing_is_said_loudly(store, caplog):
+    caplog.set_level(logging.DEBUG)
+    queue(store)                                # journal: REPORTED, episode 1
+    clock = Clock(1000.0)
+    notifier = FakeNotifier(OK)
+    notifier.statuses[MASAKARI_UUID] = ["running", "failed"]
+    s = make(store, notifier, clock, retry_interval=10)
+    s.run_once()                                # delivered at 1000
+    clock.t = 1005.0
+    s.run_once()
+    assert notifier.shown == []                 # not yet
+    clock.t = 1010.0
+    s.run_once()
+    assert store.rows()[0].engine_status == "running"
+    clock.t = 1020.0
+    s.run_once()
+    [row] = store.rows()
+    assert (row.status, row.engine_status, row.engine_checked_at) == (
+        "delivered", "failed", 1020.0)
+    assert row.last_error.startswith("NOT recovered: Masakari's engine ended "
+                                     "notification %s 'failed'" % MASAKARI_UUID)
+    [err] = [r.getMessage() for r in records(caplog, logging.ERROR)]
+    assert "u-1" in err and "'failed'" in err and "still failing" in err
+    clock.t = 5000.0
+    s.run_once()
+    assert notifier.shown == [MASAKARI_UUID, MASAKARI_UUID]   # final: done
+
+
+def test_a_finished_recovery_is_recorded_quietly(store, caplog):
+    queue(store)
+    clock = Clock(1000.0)
+    notifier = FakeNotifier(OK)
+    notifier.statuses[MASAKARI_UUID] = ["finished"]
+    s = make(store, notifier, clock)
+    s.run_once()
+    clock.t = 1010.0
+    s.run_once()
+    [row] = store.rows()
+    assert (row.engine_status, row.last_error) == ("finished", "accepted")
+    assert records(caplog, logging.ERROR) == []
+
+
+def test_a_lookup_that_fails_is_logged_once_and_backs_off(store, caplog):
+    queue(store)
+    clock = Clock(1000.0)
+    notifier = FakeNotifier(OK)
+    notifier.statuses[MASAKARI_UUID] = [NotifierError("HTTP 503")]
+    s = make(store, notifier, clock, retry_interval=10, max_backoff=100)
+    s.run_once()
+    scan_each_second(s, clock, 2000.0)
+    # every 10 s while young, slower as it ages (age / 10), at most 100 s
+    assert 15 < len(notifier.shown) < 40
+    [row] = store.rows()
+    assert row.engine_status == "new" and row.engine_checked_at > 1900.0
+    logged = [r for r in records(caplog, logging.WARNING)
+              if "cannot look up" in r.getMessage()]
+    assert len(logged) == 1
+
+
+def test_a_notification_without_a_masakari_uuid_is_not_followed(store):
+    queue(store)
+    notifier = FakeNotifier(DeliveryOutcome(DeliveryStatus.DELIVERED, "logged only"))
+    clock = Clock(1000.0)
+    s = make(store, notifier, clock)
+    s.run_once()
+    clock.t = 2000.0
+    s.run_once()
+    assert notifier.shown == []
 
 
 # -- the thread -------------------------------------------------------------------

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 import threading
 
 import pytest
 
 from masakarimonitors_iim.hypervisor.types import AgentError, ErrorKind
+from masakarimonitors_iim.probes import exec_judge
 from masakarimonitors_iim.probes.base import ProbeConfigError
 from masakarimonitors_iim.probes.exec import ExecProbe
 from masakarimonitors_iim.verdict import Verdict
@@ -188,9 +191,9 @@ def test_output_is_capped_and_sanitised(agent, clock, guest):
     assert len(result.reason) < 400
 
 
-def test_huge_base64_is_sliced_before_decoding(agent, clock, guest):
-    probe = make_probe(clock, stdout_regex="A", max_output=10)
-    text, cut = probe._output({"out-data": b64(b"A" * 3_000_000)}, "out-data", "out-truncated")
+def test_huge_base64_is_sliced_before_decoding():
+    text, cut = exec_judge.decode_output({"out-data": b64(b"A" * 3_000_000)}, "out-data",
+                                         "out-truncated", 10)
     assert text == "A" * 10 and cut
 
 
@@ -376,6 +379,12 @@ def test_malformed_exec_reply_is_unknown(agent, clock):
     ({"command": ["/bin/c"], "expect_exit": "0"}, "expect_exit"),
     ({"command": ["/bin/c"], "expect_exit": []}, "expect_exit"),
     ({"command": ["/bin/c"], "stdout_regex": "("}, "stdout_regex"),
+    # RE2 has no backreferences or lookaround, and refuses huge programs
+    ({"command": ["/bin/c"], "stdout_regex": r"(a)\1"}, "stdout_regex"),
+    ({"command": ["/bin/c"], "stdout_regex": "(?=OK)"}, "stdout_regex"),
+    ({"command": ["/bin/c"], "stdout_regex": ".{1000}"}, "stdout_regex"),
+    ({"command": ["/bin/c"], "stdout_regex": "x" * 1001}, "stdout_regex"),
+    ({"command": ["/bin/c"], "stdout_regex": 7}, "stdout_regex"),
     ({"command": ["/bin/c"], "max_output": 0}, "max_output"),
     ({"command": ["/bin/c"], "kill_command": "kill -9"}, "kill_command"),
     ({"command": ["/bin/c"], "on_spawn_error": "maybe"}, "on_spawn_error"),
@@ -387,3 +396,44 @@ def test_invalid_params_name_the_field(params, field):
     message = str(info.value)
     assert field in message and "exec" in message
     assert "\n" not in message
+
+
+#: Run in a child process with a timeout: were the pattern ever compiled
+#: with Python's ``re`` again, the search would backtrack for years while
+#: holding the GIL, and only a separate process can be stopped from outside.
+_PATHOLOGICAL = """
+import base64, time
+from masakarimonitors_iim.probes.exec_judge import Judge, compile_pattern
+judge = Judge("check", frozenset([0]), compile_pattern(r"^(a+)+$"), 4096)
+out = base64.b64encode(b"a" * 64 + b"!").decode()
+started = time.monotonic()
+result = judge.judge({"exited": True, "exitcode": 0, "out-data": out}, 0.0)
+print(result.verdict.value, round(time.monotonic() - started, 3))
+"""
+
+
+def test_a_pattern_that_backtracks_in_re_is_judged_at_once():
+    """(a+)+$ on 65 bytes: 2**64 steps for a backtracking engine, one
+    linear pass for RE2. The output does not match, so FAILED."""
+    done = subprocess.run([sys.executable, "-c", _PATHOLOGICAL], capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    verdict, seconds = done.stdout.split()
+    assert verdict == "FAILED"
+    assert float(seconds) < 1.0
+
+
+def test_patterns_are_searched_not_anchored_and_capture_nothing():
+    judge = exec_judge.Judge("check", frozenset([0]),
+                             exec_judge.compile_pattern(r"(ready|up) (\d+)"), 4096)
+    ok = {"exited": True, "exitcode": 0, "out-data": b64(b"service up 3 workers\n")}
+    bad = {"exited": True, "exitcode": 0, "out-data": b64(b"service down\n")}
+    assert judge.judge(ok, 0.0).verdict is Verdict.HEALTHY
+    assert judge.judge(bad, 0.0).verdict is Verdict.FAILED
+
+
+def test_regex_errors_never_reach_stderr(capfd):
+    """RE2 logs parse errors to stderr by default, past the monitor's log."""
+    with pytest.raises(ProbeConfigError):
+        exec_judge.compile_pattern("(")
+    assert capfd.readouterr().err == ""
