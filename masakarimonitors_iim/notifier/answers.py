@@ -107,7 +107,7 @@ def classify_post(answer: Answer, hostname: str) -> DeliveryOutcome:
             S.MISCONFIGURED, "HTTP %d redirect to %s: set [api] endpoint to "
             "Masakari's API itself" % (code, one_line(answer.location, 200) or "?"))
     if code == 409:
-        if "maintenance" in message.lower():
+        if "already under maintenance" in message.lower():
             # Masakari ignores notifications from a host under maintenance
             # on purpose; a late success would recover a VM hours after
             # the fact. A dead letter an operator can re-queue.

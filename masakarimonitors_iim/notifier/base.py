@@ -130,6 +130,10 @@ class NotifierError(Exception):
     """A question to the notifier's backend got no usable answer (one line)."""
 
 
+#: What :meth:`Notifier.attempt_timeout` says for drivers that do not know.
+DEFAULT_ATTEMPT_TIMEOUT = 30.0
+
+
 class Notifier(abc.ABC):
     """Delivers one notification; never raises, never blocks unbounded.
 
@@ -164,3 +168,10 @@ class Notifier(abc.ABC):
         """Whether the backend answers at all, asked cheaply (no
         notification sent); None when the driver cannot tell."""
         return None
+
+    def attempt_timeout(self) -> float:
+        """The longest one :meth:`send` can take. The sender leases a row
+        for that long before sending, so a restarted monitor in the same
+        process (masakari-monitors restarts its manager on SIGHUP) never
+        sends it again while the first attempt may still be in flight."""
+        return DEFAULT_ATTEMPT_TIMEOUT

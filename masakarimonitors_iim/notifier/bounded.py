@@ -181,7 +181,10 @@ def read_capped(response: requests.Response, cap: int) -> tuple[bytes, bool]:
     The connection is closed rather than drained when the body is longer.
     """
     try:
-        data = response.raw.read(cap + 1, decode_content=True) or b""
+        # Not decoded: we ask for identity, and a server that compresses
+        # anyway must not turn a capped read into gigabytes (its answer
+        # then fails to parse, like any unreadable answer).
+        data = response.raw.read(cap + 1, decode_content=False) or b""
     finally:
         response.close()
     return data[:cap], len(data) > cap

@@ -86,6 +86,9 @@ class MasakariNotifier(Notifier):
     def total_timeout(self) -> float:
         return float(self.conf[GROUP].timeout or DEFAULT_TIMEOUT)
 
+    def attempt_timeout(self) -> float:
+        return self.total_timeout()
+
     def _base_url(self, sess: ks_session.Session) -> str:
         group = self._auth_group()
         if self.conf[group].auth_type == "none":

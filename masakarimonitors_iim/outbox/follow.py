@@ -48,11 +48,17 @@ class Follower:
         self._trouble = LogOnce(LOG)
 
     def run_once(self) -> None:
+        """Look up the notifications due a look, until one lookup fails
+        (Masakari is likely unreachable: each would cost the request
+        timeout), a new notification is due for delivery (delivery goes
+        first, on this same thread), or BATCH lookups were made."""
         looked = 0
         for entry in self.outbox.following():
             if looked >= BATCH or self._stopping():
                 return
             now = self._clock()
+            if looked and self.outbox.due(now, 1):
+                return
             if not rules.follow_due(entry.delivered_at, entry.engine_checked_at,
                                     now, self.base, self.cap):
                 continue
@@ -70,7 +76,7 @@ class Follower:
                     key=entry.id)
                 # Looked at, even if unanswered: the next look backs off.
                 self.outbox.record_engine(entry.id, entry.engine_status, now)
-                continue
+                return
             self._trouble.resolved(key=entry.id)
             status = one_line(held.status, 40)
             verdict = rules.recovery_note(

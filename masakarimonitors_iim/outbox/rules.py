@@ -46,9 +46,17 @@ def lookup_since(notification: Notification, window: float, now: float) -> str:
                                  - window - LOOKUP_MARGIN)
 
 
+#: How far Masakari's copy of ``generated_time`` may be from ours and
+#: still be ours: Masakari keeps it in a DateTime column, which MySQL and
+#: MariaDB (the usual production databases) store to the second. Two
+#: episodes of one instance are never this close: a new episode needs a
+#: healthy round after the last report.
+SAME_TIME_TOLERANCE = 1.0
+
+
 def _same_time(a: str, b: str) -> bool:
     ta, tb = parse_generated_time(a), parse_generated_time(b)
-    return ta is not None and tb is not None and abs(ta - tb) < 5e-7
+    return ta is not None and tb is not None and abs(ta - tb) < SAME_TIME_TOLERANCE
 
 
 def judge_duplicate(ours: Notification, held: Sequence[HeldNotification], *,
@@ -59,9 +67,11 @@ def judge_duplicate(ours: Notification, held: Sequence[HeldNotification], *,
     ``generated_time - window``, whatever its status."""
     same = [h for h in held
             if h.type == ours.type and h.payload == ours.payload()]
-    for h in same:
-        if _same_time(h.generated_time, ours.generated_time):
-            return Duplicate(landed=h)
+    mine = [h for h in same if _same_time(h.generated_time, ours.generated_time)]
+    if mine:
+        at = parse_generated_time(ours.generated_time) or 0.0
+        return Duplicate(landed=min(
+            mine, key=lambda h: abs((parse_generated_time(h.generated_time) or 0.0) - at)))
     dated = [(t, h) for h in same
              if (t := parse_generated_time(h.generated_time)) is not None]
     if not dated:

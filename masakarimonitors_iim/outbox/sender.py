@@ -65,6 +65,9 @@ MAX_DETAIL = 1000
 #: Masakari's ``duplicate_notification_detection_interval`` default (seconds).
 DUPLICATE_WINDOW = 180.0
 
+#: Seconds added to the notifier's attempt timeout when a row is leased.
+LEASE_MARGIN = 5.0
+
 
 class Sender:
     """Owns the delivery thread; everything else only calls :meth:`wake`.
@@ -254,7 +257,8 @@ class Sender:
     def _deliver(self, entry: OutboxEntry) -> None:
         entry = self._prepare(entry)
         n = entry.notification
-        if self.outbox.begin_attempt(entry.id) is None:
+        lease = self._clock() + self.notifier.attempt_timeout() + LEASE_MARGIN
+        if self.outbox.begin_attempt(entry.id, lease_until=lease) is None:
             return      # settled since due() listed it
         outcome = self._attempt(entry)
         attempts = entry.attempts + 1

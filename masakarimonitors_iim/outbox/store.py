@@ -107,19 +107,24 @@ class OutboxStore:
             "SELECT * FROM outbox WHERE status = ? "
             "ORDER BY next_attempt_at, id", (PENDING,))]
 
-    def begin_attempt(self, id: int) -> int | None:
+    def begin_attempt(self, id: int, lease_until: float | None = None) -> int | None:
         """Durably record that an attempt is starting, before it is sent.
 
         Increments ``attempts`` and ``maybe_landed`` in their own committed
         transaction, so an attempt whose POST landed just before a crash is
-        known after the restart. Returns ``maybe_landed`` as it was before
-        this attempt (how many earlier attempts may have landed), or None
-        if the row is no longer pending.
+        known after the restart, and leases the row until ``lease_until``
+        (its next attempt time; the outcome of the attempt sets it again),
+        so no other sender takes it while this attempt may be in flight.
+        Returns ``maybe_landed`` as it was before this attempt (how many
+        earlier attempts may have landed), or None if the row is no longer
+        pending.
         """
         with self.db.transaction() as tx:
             if tx.execute("UPDATE outbox SET attempts = attempts + 1, "
-                          "maybe_landed = maybe_landed + 1 "
-                          "WHERE id = ? AND status = ?", (id, PENDING)) != 1:
+                          "maybe_landed = maybe_landed + 1, "
+                          "next_attempt_at = COALESCE(?, next_attempt_at) "
+                          "WHERE id = ? AND status = ?",
+                          (lease_until, id, PENDING)) != 1:
                 return None
             # Inside the transaction: the value just incremented, minus one.
             rows = tx.query("SELECT maybe_landed FROM outbox WHERE id = ?", (id,))

@@ -130,7 +130,7 @@ class Judge:
             return ProbeResult.failed("check command %s exited with %d, expected %s%s"
                                       % (self.shown, code, _codes_text(self.expect_exit),
                                          detail))
-        if self.pattern is not None and self.pattern.search(stdout) is None:
+        if self.pattern is not None and not _matches(self.pattern, stdout):
             shown = one_line(stdout, 120) + (" (output capped)" if cut else "")
             return ProbeResult.failed("check command %s output does not match %r: %r"
                                       % (self.shown, one_line(self.pattern.pattern, 80),
@@ -141,3 +141,12 @@ class Judge:
 
 def _codes_text(codes: frozenset[int]) -> str:
     return " or ".join(str(c) for c in sorted(codes))
+
+
+def _matches(pattern: Any, stdout: str) -> bool:
+    """Search as Python's ``re`` did, where ``$`` also matches before a
+    final newline: RE2's does not, and almost every check prints one, so
+    ``^OK$`` on "OK\n" must still pass. Both searches are linear."""
+    if pattern.search(stdout) is not None:
+        return True
+    return stdout.endswith("\n") and pattern.search(stdout[:-1]) is not None

@@ -42,6 +42,9 @@ NOTE = {"notification_uuid": MU, "type": "VM", "status": "new",
      S.MISCONFIGURED, "redirect to https://masakari/v1/notifications"),
     (fault(409, "Notification received from host h of type VM is duplicate.",
            "conflict"), S.DUPLICATE, "is duplicate"),
+    # a host merely named like it: a real duplicate, kept and checked
+    (fault(409, "Notification received from host maintenance-01 of type 'VM' "
+           "is ignored as it is a duplicate", "conflict"), S.DUPLICATE, "duplicate"),
     (fault(409, "... is ignored as the host is already under maintenance.",
            "conflict"), S.REJECTED, "under maintenance"),
     (fault(400, "Host with name compute-1 could not be found."),

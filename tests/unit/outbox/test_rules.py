@@ -13,6 +13,7 @@ from masakarimonitors_iim.notifier.base import make_notification
 from masakarimonitors_iim.outbox import rules
 
 OURS = make_notification("inst-1", "host1", 1000.0)
+OURS_FRACTION = make_notification("inst-1", "host1", 1000.6)
 OTHER_VM = make_notification("inst-2", "host1", 1000.0)
 
 
@@ -49,6 +50,18 @@ def test_judge_duplicate(holding, landed, blocker, resend_at):
     assert (judged.blocker.uuid if judged.blocker else None) == blocker
     if resend_at is not None:
         assert judged.resend_at == pytest.approx(resend_at)
+
+
+@pytest.mark.parametrize("held_as", ["1970-01-01T00:16:40", "1970-01-01T00:16:41"])
+def test_ours_held_to_the_second_is_ours(held_as):
+    """Masakari on MySQL/MariaDB keeps whole seconds: ours at 1000.6 held
+    as 1000 (truncated) or 1001 (rounded) is ours, not a collision (which
+    would re-send it and recover the VM twice); the closest one wins."""
+    holding = [held(OURS_FRACTION, 998.0, "older"),
+               held(OURS_FRACTION, uuid="mine", time_text=held_as)]
+    judged = rules.judge_duplicate(OURS_FRACTION, holding, now=1010.0, window=180,
+                                   min_wait=10)
+    assert judged.landed is not None and judged.landed.uuid == "mine"
 
 
 def test_lookup_reaches_back_a_window_and_a_margin():

@@ -21,7 +21,7 @@ from masakarimonitors_iim.notifier.base import make_notification
 from masakarimonitors_iim.notifier.base import Notifier
 from masakarimonitors_iim.notifier.base import NotifierError
 from masakarimonitors_iim.outbox import sender as sender_mod
-from masakarimonitors_iim.outbox.sender import Sender
+from masakarimonitors_iim.outbox.sender import LEASE_MARGIN, Sender
 from masakarimonitors_iim.outbox.store import OutboxStore
 from tests.unit.outbox.helpers import save
 
@@ -408,6 +408,28 @@ def test_attempt_cut_short_by_a_crash_is_settled_by_asking(tmp_path, landed):
         assert notifier.sent[0].generated_time == format_generated_time(1000.0)
 
 
+def test_a_row_in_flight_is_leased_so_a_second_sender_leaves_it(tmp_path):
+    """masakari-monitors restarts our manager in the same process on SIGHUP
+    while an attempt may still be in flight: the new sender must not POST
+    the same row again until that attempt's time is up."""
+    path = str(tmp_path / "journal.db")
+    with Database(path) as db:
+        store = OutboxStore(db)
+        queue(store)
+        clock = Clock(1000.0)
+        with pytest.raises(Crash):          # the first attempt never returns
+            make(store, FakeNotifier(Crash()), clock).run_once()
+        lease = 1000.0 + FakeNotifier(DUP).attempt_timeout() + LEASE_MARGIN
+        assert store.rows()[0].next_attempt_at == lease
+        second = FakeNotifier(DUP)
+        clock.t = lease - 1.0
+        make(store, second, clock).run_once()
+        assert second.sent == []
+        clock.t = lease
+        make(store, second, clock).run_once()
+        assert len(second.sent) == 1
+
+
 def test_restamped_row_that_collides_again_is_not_taken_as_delivered(store, caplog):
     entry = queue(store)
     clock = Clock(1000.0)
@@ -618,6 +640,37 @@ def test_a_lookup_that_fails_is_logged_once_and_backs_off(store, caplog):
     logged = [r for r in records(caplog, logging.WARNING)
               if "cannot look up" in r.getMessage()]
     assert len(logged) == 1
+
+
+def test_following_gives_way_to_delivery_and_to_an_unreachable_masakari(store):
+    """Following runs on the sender thread: one failed lookup ends the scan
+    (each would cost the request timeout), and it stops once a new
+    notification is due, which is delivered first."""
+    clock = Clock(1000.0)
+    notifier = FakeNotifier(OK)
+    for n in range(3):
+        queue(store, uuid="u-%d" % n, episode=1)
+    s = make(store, notifier, clock)
+    s.run_once()                                  # three delivered
+    notifier.statuses[MASAKARI_UUID] = [NotifierError("timed out")]
+    clock.t = 1010.0
+    s.run_once()
+    assert notifier.shown == [MASAKARI_UUID]      # not three timeouts
+    notifier.statuses[MASAKARI_UUID] = ["running"]
+    clock.t = 1030.0
+    real_show = notifier.show
+    looks = []
+
+    def show(uuid):
+        looks.append(uuid)
+        if len(looks) == 1:       # a new failure is reported meanwhile
+            queue(store, uuid="u-new", t=1030.0)
+        return real_show(uuid)
+    notifier.show = show
+    s.run_once()
+    assert len(looks) == 1                        # stopped: one is due
+    s.run_once()
+    assert notifier.sent[-1].instance_uuid == "u-new"
 
 
 def test_a_notification_without_a_masakari_uuid_is_not_followed(store):

@@ -170,6 +170,19 @@ def test_regex_match_and_capture_requested(agent, clock, guest):
     assert agent.calls_to("guest-exec")[0]["capture-output"] is True
 
 
+@pytest.mark.parametrize("pattern, out, verdict", [
+    # $ before the final newline, as Python's re had it (RE2 alone would not)
+    (r"^OK$", b"OK\n", Verdict.HEALTHY),
+    (r"^OK$", b"OK", Verdict.HEALTHY),
+    (r"OK\n$", b"OK\n", Verdict.HEALTHY),
+    (r"^OK$", b"OK\n\n", Verdict.FAILED),
+    (r"^OK$", b"NOT OK\n", Verdict.FAILED),
+])
+def test_end_anchor_allows_the_final_newline(agent, clock, guest, pattern, out, verdict):
+    guest([[exited(0, out=out)]])
+    assert make_probe(clock, stdout_regex=pattern).run(agent, 5.0).verdict is verdict
+
+
 def test_regex_mismatch_fails(agent, clock, guest):
     guest([[exited(0, out=b"DEGRADED: replica lag 300s\n")]])
     result = make_probe(clock, stdout_regex=r"^OK").run(agent, 5.0)
