@@ -98,6 +98,9 @@ _UNKNOWN_REASONS = {
     ErrorKind.NO_DOMAIN: "domain no longer exists",
     ErrorKind.DOMAIN_NOT_RUNNING: "domain is not running",
     ErrorKind.AGENT_BUSY: "guest agent is busy with another call, guest health unknown",
+    ErrorKind.REPLY_TOO_LARGE:
+        "the guest's reply is larger than libvirt can carry (a check printing "
+        "megabytes?), guest health unknown",
     ErrorKind.OTHER: "unexpected libvirt error, guest health unknown",
 }
 

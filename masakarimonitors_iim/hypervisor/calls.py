@@ -17,7 +17,7 @@ import libvirt_qemu
 from oslo_log import log as logging
 
 from masakarimonitors_iim.common.logonce import LogOnce
-from masakarimonitors_iim.hypervisor import translate
+from masakarimonitors_iim.hypervisor import bounded_reply, translate
 from masakarimonitors_iim.hypervisor.connection import Connection
 from masakarimonitors_iim.hypervisor.inventory import parse_domain_xml
 from masakarimonitors_iim.hypervisor.timeouts import AgentTimeouts
@@ -283,7 +283,9 @@ class Hypervisor:
             raise AgentError(ErrorKind.CONNECTION_LOST, "%s: %s" % (command, exc)) from None
         finally:
             self._agent_slots.release()
-        return translate.parse_agent_reply(command, reply, self._max_reply_bytes)
+        # guest-exec-status is read bounded when oversized: its reply is
+        # the only record of the exit code (see bounded_reply).
+        return bounded_reply.parse_agent_reply(command, reply, self._max_reply_bytes)
 
 
 if TYPE_CHECKING:

@@ -66,6 +66,12 @@ def classify(code: int, domain: int, message: str) -> ErrorKind:
     INTERNAL_ERROR) that would otherwise look like an agent's answer.
     """
     msg = (message or "").lower()
+    if "unable to encode message payload" in msg:
+        # libvirtd could not fit the agent's reply (megabytes of a check's
+        # output) into one RPC message. Reported as an RPC error, but the
+        # connection is fine: treating it as lost would reconnect, and
+        # disturb every domain's round, each time the check runs.
+        return ErrorKind.REPLY_TOO_LARGE
     if code in _CONNECTION_CODES or any(m in msg for m in _CONNECTION_MESSAGES):
         return ErrorKind.CONNECTION_LOST
     if code == VIR_ERR_SYSTEM_ERROR and domain in (VIR_FROM_RPC, VIR_FROM_REMOTE):

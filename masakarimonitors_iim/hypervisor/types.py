@@ -101,6 +101,7 @@ class ErrorKind(str, enum.Enum):
     CONNECTION_LOST = "connection-lost"        # libvirtd unreachable
     UNSUPPORTED = "unsupported"                # driver cannot talk to agents
     AGENT_BUSY = "agent-busy"                  # libvirt job lock held, or too many calls in flight
+    REPLY_TOO_LARGE = "reply-too-large"        # libvirt could not carry the reply
     OTHER = "other"
 
 

@@ -11,6 +11,9 @@ Three layers, each overriding the one before, field by field:
    (set by the cloud admin) and, only if the policy file allows it, in
    the image properties (set by image owners, often tenants). Image
    properties apply first, flavor extra specs last, so the admin wins.
+   Image-property values are bounded by the operator's (:mod:`.tenant`):
+   a tenant may make monitoring of its VM more patient, never costlier
+   for the host (a long timeout holds agent slots others need).
    A bad per-instance value is ignored with a note, never fatal: one
    instance's metadata must not stop the monitoring of the host.
 

@@ -29,12 +29,13 @@ from masakarimonitors_iim.policy.model import (
     Rule,
 )
 from masakarimonitors_iim.policy.safe_yaml import YamlProblem, read
+from masakarimonitors_iim.policy.tenant import LimitProblem, parse_limits
 from masakarimonitors_iim.probes.base import ProbeConfigError, UnknownProbe, load_probe
 
 MAX_FILE_BYTES = 1024 * 1024
 FORMAT_VERSION = 1
 
-_TOP_KEYS = ("version", "rules", "probe_sets", "instance_keys")
+_TOP_KEYS = ("version", "rules", "probe_sets", "instance_keys", "tenant_limits")
 _RULE_KEYS = ("name", "match", "enabled", "probes", "probe_set") + tuple(SCALAR_FIELDS)
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 #: Longest message, in characters: a file can be up to 1 MiB, a message
@@ -136,6 +137,11 @@ def _parse(check: _Checker, doc: Any) -> PolicyFile:
             raise check.error(where, None, "name must be 1-64 letters, digits or _.:-")
         probe_sets[set_name] = _probes(check, where, "probes", probes)
 
+    try:
+        tenant_limits = parse_limits(doc.get("tenant_limits", {}), probe_sets)
+    except LimitProblem as err:
+        raise check.error(top, err.field, err.problem) from None
+
     raw_rules = doc.get("rules", [])
     if not isinstance(raw_rules, list):
         raise check.error(top, "rules", "must be a list of rules (each starting with '- name:')")
@@ -150,7 +156,7 @@ def _parse(check: _Checker, doc: Any) -> PolicyFile:
         rules.append(rule)
     origins = tuple(o for o in INSTANCE_KEY_ORIGINS if o in instance_keys)
     return PolicyFile(path=check.path, rules=tuple(rules), probe_sets=probe_sets,
-                      instance_keys=origins)
+                      instance_keys=origins, tenant_limits=tenant_limits)
 
 
 def _reject_unknown(check: _Checker, where: str | None, mapping: dict,

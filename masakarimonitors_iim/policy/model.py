@@ -77,6 +77,30 @@ MAP_MATCH_KEYS = ("image_properties", "flavor_extra_specs")
 UUID_KEYS = ("instance_uuid", "image_uuid", "project_uuid")
 
 
+#: tenant_limits key -> (field it bounds, "max" or "min"). A tenant (an
+#: image property) may move a field freely in the direction that costs the
+#: host nothing and, in the other, only as far as the operator's own value
+#: or this key, whichever allows more. "max": the tenant may not go above.
+TENANT_LIMIT_KEYS: dict[str, tuple[str, str]] = {
+    "max_timeout": ("timeout", "max"),
+    "min_interval": ("interval", "min"),
+    "min_failure_threshold": ("failure_threshold", "min"),
+    "min_success_threshold": ("success_threshold", "min"),
+    "min_startup_grace": ("startup_grace", "min"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TenantLimits:
+    """How far image properties (set by tenants) may move the operator's
+    values; see :mod:`.tenant`. Empty: not beyond the operator's values."""
+
+    #: tenant_limits key (TENANT_LIMIT_KEYS) -> bound
+    bounds: dict[str, float] = dataclasses.field(default_factory=dict)
+    #: probe sets an image property may choose; None: any defined set
+    probe_sets: tuple[str, ...] | None = None
+
+
 class PolicyError(ValueError):
     """The policy file is invalid; one line naming the rule, field and fix."""
 
@@ -129,6 +153,7 @@ class PolicyFile:
     rules: tuple[Rule, ...] = ()
     probe_sets: dict[str, tuple[ProbeSpec, ...]] = dataclasses.field(default_factory=dict)
     instance_keys: tuple[str, ...] = DEFAULT_INSTANCE_KEYS
+    tenant_limits: TenantLimits = dataclasses.field(default_factory=TenantLimits)
 
 
 def _domain_value(domain: DomainInfo, key: str) -> str:

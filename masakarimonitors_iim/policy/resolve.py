@@ -25,7 +25,9 @@ from masakarimonitors_iim.policy.model import (
     EffectivePolicy,
     PolicyFile,
     ProbeSpec,
+    TenantLimits,
 )
+from masakarimonitors_iim.policy.tenant import bound, refuse_probe_set
 from masakarimonitors_iim.probes.base import probe_class
 
 _TRUE = ("true", "yes", "on", "1")
@@ -51,6 +53,7 @@ def resolve(defaults: Defaults, domain: DomainInfo,
     notes: list[str] = []
     probe_sets = policy_file.probe_sets if policy_file is not None else {}
     allowed = policy_file.instance_keys if policy_file is not None else DEFAULT_INSTANCE_KEYS
+    limits = policy_file.tenant_limits if policy_file is not None else TenantLimits()
 
     if policy_file is not None:
         for rule in policy_file.rules:
@@ -60,6 +63,9 @@ def resolve(defaults: Defaults, domain: DomainInfo,
                     values[field] = value
                     sources[field] = rule.source(field)
 
+    # What the operator chose (config and rules): tenants' values are
+    # bounded against it, not against each other's or the flavor's.
+    operator = dict(values)
     if domain.nova is not None:
         for origin in INSTANCE_KEY_ORIGINS:
             metadata: dict[str, str] = getattr(domain.nova, origin)
@@ -72,10 +78,20 @@ def resolve(defaults: Defaults, domain: DomainInfo,
                     continue
                 field = key[len(INSTANCE_KEY_PREFIX):]
                 value, problem = _instance_value(field, metadata[key], probe_sets)
+                shown = one_line(metadata[key], _SHOWN_VALUE_CHARS)
+                clamped = ""
+                if not problem and origin == "image_properties":
+                    if field == "probe_set":
+                        problem = refuse_probe_set(str(metadata[key]).strip(), limits)
+                    else:
+                        value, clamped = bound(field, value, operator[field], limits)
+                        problem = clamped if value is None else ""
                 if problem:
-                    notes.append("ignored %s=%r: %s" % (
-                        where, one_line(metadata[key], _SHOWN_VALUE_CHARS), problem))
+                    notes.append("ignored %s=%r: %s" % (where, shown, problem))
                     continue
+                if clamped:
+                    notes.append("clamped %s=%r to %g: %s" % (where, shown, value, clamped))
+                    where += " (clamped)"
                 if field == "probe_set":
                     values["probes"] = value
                     sources["probes"] = "%s (probe_set %r)" % (where, str(metadata[key]).strip())

@@ -16,7 +16,10 @@ fallback when its DFA cache fills costs output size times program size.
 
 Output is captured only when ``stdout_regex`` is set (qemu-ga returns up
 to 16 MB a stream otherwise); what is kept is capped at ``max_output``
-bytes and sanitised before it reaches a log or a reason.
+bytes and sanitised before it reaches a log or a reason. A status reply
+too big for the transport still arrives, its streams cut to their first
+1 MiB and flagged truncated (see ``hypervisor.bounded_reply``), so
+output size alone never decides a verdict.
 """
 from __future__ import annotations
 

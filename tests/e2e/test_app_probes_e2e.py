@@ -152,3 +152,42 @@ def test_blocked_guest_exec_is_unknown_never_notified(e2e) -> None:
     # Rebooted with the same qemu-ga policy: healthy by ping, exec still explained.
     row = mon.status_report().domain(vm.uuid)
     assert "guest-exec disabled" in row.reason, row
+
+
+def test_verbose_healthy_check_is_not_notified(e2e) -> None:
+    """A check that exits 0 and prints OK but writes 900 KB to stderr
+    (base64 of '?' bytes, so the reply is full of '/' a JSON writer may
+    escape): its guest-exec-status reply is over the monitor's 1 MiB reply
+    limit, yet it is read for its exit code and first bytes. The guest
+    stays HEALTHY round after round and Masakari hears nothing."""
+    vm = e2e.guest("iim-exec-verbose")
+    command = json.dumps(["/bin/sh", "-c",
+                          "head -c 900000 /dev/zero | tr '\\0' '?' >&2; echo OK"])
+    mon = e2e.monitor(
+        policy=f"""\
+version: 1
+rules:
+  - name: verbose-check
+    match:
+      domain_name: {vm.name}
+    probes:
+      - name: exec
+        params:
+          command: {command}
+          stdout_regex: "^OK$"
+          timeout: 8
+    interval: 2
+    timeout: 10
+"""
+    )
+    # The check really does write more than the limit allows (1.2 MB of
+    # base64 on stderr alone).
+    code, out, err = e2e.tb.guest_exec(vm.name, json.loads(command))
+    assert code == 0 and len(err) >= 900_000, (code, len(err))
+
+    e2e.wait_domain(mon, vm, journal="HEALTHY", verdict="HEALTHY", reason="", timeout=60)
+    e2e.quiet(2 * 3 + 10 + e2e.MARGIN, vm)  # interval 2 x threshold 3 + timeout 10
+    row = mon.status_report().domain(vm.uuid)
+    assert (row.journal, row.verdict, row.reason) == ("HEALTHY", "HEALTHY", ""), row
+    assert "exceeds the" not in mon.log() and "over the size limit" not in mon.log()
+    assert e2e.notifications_for(vm) == []

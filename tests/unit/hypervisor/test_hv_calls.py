@@ -447,3 +447,122 @@ def test_agent_timeout_is_set_again_when_the_domain_starts_or_reboots(domains, s
         assert setter.seen.empty()
     finally:
         h.stop()
+
+
+# -- oversized guest-exec-status replies (issue 8) ------------------------------
+
+def _exec_status_reply(code: int = 0, out: bytes = b"OK\n", err: bytes = b"",
+                       **extra) -> str:
+    import base64
+    import json
+
+    status = {"exited": True, "exitcode": code, **extra}
+    if out:
+        status["out-data"] = base64.b64encode(out).decode()
+    if err:
+        status["err-data"] = base64.b64encode(err).decode()
+    return json.dumps({"return": status})
+
+
+@pytest.mark.parametrize("code", [0, 1, 255])
+def test_oversized_exec_status_keeps_its_exit_code(events, fake_agent, code):
+    """qemu-ga forgets the command once it reported the exit: a reply too
+    big to parse whole is still read, exit code intact, streams capped."""
+    import base64
+
+    h = start(events, max_reply_bytes=1024)
+    try:
+        assert h.wait_connected(5)
+        fake_agent.reply = _exec_status_reply(code, err=b"x" * 900_000)
+        assert len(fake_agent.reply) > 1_000_000
+        status = h.agent_command(TEST_DOMAIN_UUID, "guest-exec-status", {"pid": 5})
+        assert status["exitcode"] == code and status["exited"] is True
+        assert base64.b64decode(status["out-data"]) == b"OK\n"
+        assert "out-truncated" not in status
+        assert status["err-truncated"] is True
+        kept = base64.b64decode(status["err-data"], validate=True)
+        assert kept == b"x" * len(kept) and 1024 <= len(kept) < 1027
+    finally:
+        h.stop()
+
+
+def test_oversized_reply_to_other_commands_is_still_refused(events, fake_agent):
+    h = start(events, max_reply_bytes=1024)
+    try:
+        assert h.wait_connected(5)
+        fake_agent.reply = _exec_status_reply(err=b"x" * 5000)
+        with pytest.raises(AgentError) as info:
+            h.agent_command(TEST_DOMAIN_UUID, "guest-file-read", {"handle": 1})
+        assert info.value.kind is ErrorKind.BAD_REPLY and "limit" in str(info.value)
+    finally:
+        h.stop()
+
+
+_PAD = " " * 2000   # over the 1000-byte limit used below
+
+
+@pytest.mark.parametrize("reply,expected", [
+    # member order and whitespace are libvirt's business, not ours
+    ('{ "return" : { "out-data" : "T0sK" , "exitcode" : 0 , "exited" : true } }' + _PAD,
+     {"out-data": "T0sK", "exitcode": 0, "exited": True}),
+    ('{"return": {"exited": true, "signal": 9, "out-truncated": false}}' + _PAD,
+     {"exited": True, "signal": 9, "out-truncated": False}),
+    ('{"return": {"exited": false}}' + _PAD, {"exited": False}),
+    ('{"return": {}}' + _PAD, {}),
+    # an escaped "/" (some JSON writers do that) is read as "/"
+    ('{"return": {"exitcode": 0, "out-data": "Lw\\/v"}}' + _PAD,
+     {"exitcode": 0, "out-data": "Lw/v"}),
+])
+def test_bounded_exec_status_reads(reply, expected):
+    from masakarimonitors_iim.hypervisor import bounded_reply
+
+    assert bounded_reply.parse_agent_reply("guest-exec-status", reply, 1000) == expected
+
+
+@pytest.mark.parametrize("reply", [
+    '{"return": [1, 2]}' + _PAD,
+    '{"error": {"desc": "x"}}' + _PAD,
+    '{"return": {"exitcode": 0.5}}' + _PAD,
+    '{"return": {"exitcode": 01x}}' + _PAD,
+    '{"return": {"out-data": {"nested": 1}}}' + _PAD,
+    '{"return": {"out-data": "' + "A" * 3000,                # unterminated
+    '{"return": {"exited": true}} trailing' + _PAD,
+    '{"return": {"exited": true,}}' + _PAD,
+    '{"return": {"' + "k" * 100 + '": 1}}' + _PAD,
+    '{"return": {"exited": true}' + _PAD,
+])
+def test_bounded_exec_status_refuses_what_is_not_a_status(reply):
+    from masakarimonitors_iim.hypervisor import bounded_reply
+
+    with pytest.raises(AgentError) as info:
+        bounded_reply.parse_agent_reply("guest-exec-status", reply, 1000)
+    assert info.value.kind is ErrorKind.BAD_REPLY
+    assert "over the size limit" in str(info.value) and len(str(info.value)) < 300
+
+
+def test_bounded_exec_status_keeps_whole_base64_groups_and_never_splits_escapes():
+    import base64
+    import json
+
+    from masakarimonitors_iim.hypervisor import bounded_reply
+
+    data = bytes(range(256)) * 2000   # base64 with many "/"
+    reply = json.dumps({"return": {"exitcode": 0, "exited": True,
+                                   "out-data": base64.b64encode(data).decode()}})
+    for text in (reply, reply.replace("/", "\\/")):
+        for keep in (1, 2, 3, 100, 1000, 4097):
+            status = bounded_reply.exec_status(text, keep)
+            assert status["out-truncated"] is True
+            kept = base64.b64decode(status["out-data"], validate=True)
+            assert data.startswith(kept) and keep <= len(kept) < keep + 3
+
+
+def test_bounded_exec_status_scans_16_mib_quickly_and_keeps_little():
+    from masakarimonitors_iim.hypervisor import bounded_reply
+
+    reply = '{"return": {"exitcode": 0, "err-data": "%s", "exited": true}}' % ("A" * (16 << 20))
+    started = time.monotonic()
+    status = bounded_reply.exec_status(reply, 1 << 20)
+    assert time.monotonic() - started < 2.0
+    assert len(status["err-data"]) == 4 * ((1 << 20) + 2) // 3 // 4 * 4
+    assert status["exitcode"] == 0 and status["err-truncated"] is True

@@ -450,3 +450,40 @@ def test_regex_errors_never_reach_stderr(capfd):
     with pytest.raises(ProbeConfigError):
         exec_judge.compile_pattern("(")
     assert capfd.readouterr().err == ""
+
+
+# -- verbose checks (issue 8): size never turns a verdict -----------------------
+
+def _bounded(code: int, out: bytes, err: bytes) -> dict:
+    """What the transport hands up for a guest-exec-status reply over its
+    1 MiB limit (hypervisor.bounded_reply)."""
+    import json
+
+    from masakarimonitors_iim.hypervisor import bounded_reply
+
+    reply = json.dumps({"return": exited(code, out=out, err=err)})
+    assert len(reply) > 1 << 20
+    return bounded_reply.parse_agent_reply("guest-exec-status", reply, 1 << 20)
+
+
+@pytest.mark.parametrize("code,out,err,verdict,words", [
+    # healthy but 900 KB (or 3 MB) of stderr: still healthy
+    (0, b"OK\n", b"x" * 900_000, Verdict.HEALTHY, ""),
+    (0, b"OK\n", b"x" * 3_000_000, Verdict.HEALTHY, ""),
+    # healthy with huge stdout whose start matches
+    (0, b"OK\n" + b"y" * 2_000_000, b"", Verdict.HEALTHY, ""),
+    # a failing exit code stays failing however much was written
+    (1, b"OK\n", b"x" * 900_000, Verdict.FAILED, "exited with 1"),
+    # a match only past the searched bytes is a mismatch, and says why
+    (0, b"y" * 2_000_000 + b"\nOK\n", b"", Verdict.FAILED, "(output capped)"),
+])
+def test_verbose_check_is_judged_on_its_exit_code_and_first_bytes(
+        agent, clock, guest, code, out, err, verdict, words):
+    guest([[_bounded(code, out, err)]])
+    probe = make_probe(clock, stdout_regex="(?m)^OK$", max_output=1 << 20)
+
+    result = probe.run(agent, 5.0)
+
+    assert result.verdict is verdict, result.reason
+    assert words in (result.reason or "")
+    assert len(result.reason or "") < 400
