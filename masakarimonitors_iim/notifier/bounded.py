@@ -119,7 +119,10 @@ def _starting(conn: Any) -> Watch | None:
     return watch
 
 
-class BoundedHTTPConnection(HTTPConnection):
+class _Watched(HTTPConnection):
+    """Puts a connection under the current deadline's watch; the same for
+    plain and TLS connections (HTTPSConnection derives from HTTPConnection)."""
+
     def connect(self) -> None:
         _starting(self)
         super().connect()
@@ -131,16 +134,12 @@ class BoundedHTTPConnection(HTTPConnection):
             watch.sent = True
 
 
-class BoundedHTTPSConnection(HTTPSConnection):
-    def connect(self) -> None:
-        _starting(self)
-        super().connect()
+class BoundedHTTPConnection(_Watched):
+    pass
 
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        watch = _starting(self)
-        super().request(*args, **kwargs)
-        if watch is not None:
-            watch.sent = True
+
+class BoundedHTTPSConnection(_Watched, HTTPSConnection):
+    pass
 
 
 class _HTTPPool(HTTPConnectionPool):

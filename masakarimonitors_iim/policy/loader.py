@@ -10,7 +10,6 @@ silently watched the wrong way.
 """
 from __future__ import annotations
 
-import math
 import re
 import reprlib
 from typing import Any, Mapping
@@ -27,6 +26,7 @@ from masakarimonitors_iim.policy.model import (
     PolicyFile,
     ProbeSpec,
     Rule,
+    scalar_ok,
 )
 from masakarimonitors_iim.policy.safe_yaml import YamlProblem, read
 from masakarimonitors_iim.policy.tenant import LimitProblem, parse_limits
@@ -207,12 +207,7 @@ def _rule(check: _Checker, index: int, raw: Any,
 
 def _scalar(check: _Checker, where: str, field: str, value: Any, kind: str,
             low: float, high: float) -> float | int:
-    if kind == "integer":
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    else:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
-            and math.isfinite(value)
-    if not ok or not low <= value <= high:
+    if not scalar_ok(kind, value, low, high):
         raise check.error(where, field, "must be a %s between %g and %g, got %s"
                           % (kind, low, high, _shown(value)))
     return value if kind == "integer" else float(value)

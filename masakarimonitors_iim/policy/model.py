@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import math
 from typing import Any
 
 from masakarimonitors_iim.hypervisor.types import DomainInfo
@@ -99,6 +100,18 @@ class TenantLimits:
     bounds: dict[str, float] = dataclasses.field(default_factory=dict)
     #: probe sets an image property may choose; None: any defined set
     probe_sets: tuple[str, ...] | None = None
+
+
+def scalar_ok(kind: str, value: Any, low: float, high: float) -> bool:
+    """Whether a value read from YAML is a finite number of ``kind``
+    ("integer" or "number") within [low, high]. Booleans are refused: YAML
+    reads ``yes`` as True, and True == 1."""
+    if kind == "integer":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and math.isfinite(value)
+    return ok and low <= value <= high
 
 
 class PolicyError(ValueError):

@@ -28,13 +28,13 @@ more patience and gets the most the operator allows. Pure.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping
 
 from masakarimonitors_iim.policy.model import (
     SCALAR_FIELDS,
     TENANT_LIMIT_KEYS,
     TenantLimits,
+    scalar_ok,
 )
 
 PROBE_SETS_KEY = "probe_sets"
@@ -65,12 +65,7 @@ def parse_limits(raw: Any, probe_sets: Mapping[str, Any]) -> TenantLimits:
             continue
         kind, low, high = SCALAR_FIELDS[field]
         value = raw[key]
-        if kind == "integer":
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        else:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
-                and math.isfinite(value)
-        if not ok or not low <= value <= high:
+        if not scalar_ok(kind, value, low, high):
             raise LimitProblem("tenant_limits.%s" % key, "must be a %s between %g and %g "
                                "(the bounds of %s), got %.60r" % (kind, low, high, field, value))
         bounds[key] = value if kind == "integer" else float(value)

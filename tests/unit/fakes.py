@@ -87,6 +87,19 @@ class FakeHypervisor:
         return FakeAgent(self, uuid)
 
 
+class InlinePool:
+    """A worker pool that runs each job at once, on the caller's thread."""
+
+    def start(self) -> None:
+        pass
+
+    def stop(self, timeout: float) -> None:
+        pass
+
+    def submit(self, job: Callable[[], None], cleanup: bool = False) -> None:
+        job()
+
+
 def _conforms(fake: FakeHypervisor) -> HypervisorAPI:
     """Never called: the type checker proves the fake satisfies the interface."""
     return fake

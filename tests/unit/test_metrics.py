@@ -24,7 +24,7 @@ from masakarimonitors_iim.notifier.base import Notifier
 from masakarimonitors_iim.outbox.store import DEAD, DELIVERED, OutboxStore
 from masakarimonitors_iim.prober import ProbeRun, RoundOutcome
 from masakarimonitors_iim.verdict import ProbeResult, Verdict
-from tests.unit.fakes import FakeHypervisor
+from tests.unit.fakes import FakeHypervisor, InlinePool
 
 A = "11111111-1111-1111-1111-111111111111"
 B = "22222222-2222-2222-2222-222222222222"
@@ -161,17 +161,6 @@ class NullNotifier(Notifier):
 
     def send(self, notification):
         return DeliveryOutcome(DeliveryStatus.DELIVERED, "fake")
-
-
-class InlinePool:
-    def start(self):
-        pass
-
-    def stop(self, timeout):
-        pass
-
-    def submit(self, job, cleanup=False):
-        job()
 
 
 def test_the_scheduler_counts_each_round_it_applies(tmp_path):

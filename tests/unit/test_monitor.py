@@ -15,7 +15,7 @@ from masakarimonitors_iim.monitor import Monitor
 from masakarimonitors_iim.monitor.settings import settings_from_conf
 from masakarimonitors_iim.notifier.base import DeliveryOutcome, DeliveryStatus, Notifier
 from masakarimonitors_iim.workers import WorkerPool
-from tests.unit.fakes import FakeAgent, FakeHypervisor
+from tests.unit.fakes import FakeAgent, FakeHypervisor, InlinePool
 
 A = "11111111-1111-1111-1111-111111111111"
 B = "22222222-2222-2222-2222-222222222222"
@@ -32,17 +32,6 @@ class RecordingNotifier(Notifier):
     def send(self, notification):
         self.sent.append(notification)
         return DeliveryOutcome(self.answer, "fake")
-
-
-class InlinePool:
-    def start(self):
-        pass
-
-    def stop(self, timeout):
-        pass
-
-    def submit(self, job, cleanup=False):
-        job()
 
 
 class Clock:

@@ -19,7 +19,7 @@ from masakarimonitors_iim.monitor.service import Monitor
 from masakarimonitors_iim.monitor.settings import settings_from_conf
 from masakarimonitors_iim.monitor.systemd import SystemdNotifier, ping_interval, socket_address
 from masakarimonitors_iim.notifier.base import DeliveryOutcome, DeliveryStatus, Notifier
-from tests.unit.fakes import FakeHypervisor
+from tests.unit.fakes import FakeHypervisor, InlinePool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 A = "11111111-1111-1111-1111-111111111111"
@@ -191,17 +191,6 @@ class NullNotifier(Notifier):
 
     def send(self, notification):
         return DeliveryOutcome(DeliveryStatus.DELIVERED, "fake")
-
-
-class InlinePool:
-    def start(self):
-        pass
-
-    def stop(self, timeout):
-        pass
-
-    def submit(self, job, cleanup=False):
-        job()
 
 
 @pytest.fixture
