@@ -2,11 +2,8 @@
 as JSON beside a running monitor, and the outbox commands on a database
 holding a dead letter (libvirt's test driver, as in test_process.py)."""
 import json
-import os
 import signal
 import subprocess
-import sys
-import time
 
 import pytest
 
@@ -15,8 +12,8 @@ from masakarimonitors_iim.journal import machine
 from masakarimonitors_iim.journal.store import JournalStore
 from masakarimonitors_iim.notifier.base import make_notification
 from masakarimonitors_iim.outbox.store import DEAD, OutboxStore
+from tests.functional.helpers import BIN, wait_for
 
-BIN = os.path.join(os.path.dirname(sys.executable), "masakari-iim")
 VM = "11111111-2222-3333-4444-555555555555"
 
 
@@ -36,16 +33,6 @@ def iim(*args, check=True):
     if check:
         assert out.returncode == 0, out.stderr
     return out
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("timed out waiting for " + what)
 
 
 @pytest.mark.parametrize("command, words", [

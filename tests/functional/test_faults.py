@@ -6,11 +6,9 @@ Against libvirt's test driver (test:///default), as test_process.py.
 The rows of doc/source/faults.rst that need real guests or a real
 libvirtd are in tests/e2e/test_faults_e2e.py.
 """
-import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -21,8 +19,7 @@ from masakarimonitors_iim.db import Database
 from masakarimonitors_iim.notifier.base import make_notification
 from masakarimonitors_iim.outbox.store import OutboxStore
 from tests.unit.policy.test_policy_hostile import LAUGHS
-
-BIN = os.path.join(os.path.dirname(sys.executable), "masakari-iim")
+from tests.functional.helpers import BIN, wait_for, log_text
 
 
 def write_conf(tmp_path, extra="", notifier="log", sections=""):
@@ -38,22 +35,6 @@ def write_conf(tmp_path, extra="", notifier="log", sections=""):
 
 def journal(tmp_path):
     return tmp_path / "state" / "journal.sqlite"
-
-
-def log_text(tmp_path):
-    try:
-        return (tmp_path / "iim.log").read_text()
-    except FileNotFoundError:
-        return ""
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("timed out waiting for " + what)
 
 
 def start(conf):

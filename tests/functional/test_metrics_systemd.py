@@ -13,7 +13,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 
@@ -21,8 +20,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.functional.test_process import log_text, wait_for, write_conf
+from tests.functional.helpers import BIN
 
-BIN = os.path.join(os.path.dirname(sys.executable), "masakari-iim")
 AGENT_DOMAIN = "aaaaaaaa-1111-2222-3333-444444444444"
 
 NODE = """<node>

@@ -5,15 +5,12 @@ one running domain, "test", which has no guest agent channel: enough to
 show discovery, the unmonitored listing, signals and start-up errors.
 Agent verdicts need real guests: see tests/e2e.
 """
-import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
-
-BIN = os.path.join(os.path.dirname(sys.executable), "masakari-iim")
+from tests.functional.helpers import BIN, wait_for, log_text
 
 
 def write_conf(tmp_path, extra=""):
@@ -25,22 +22,6 @@ def write_conf(tmp_path, extra=""):
         "guest_monitoring_interval = 1\n%s"
         % (tmp_path / "iim.log", tmp_path / "state" / "journal.sqlite", extra))
     return path
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("timed out waiting for " + what)
-
-
-def log_text(tmp_path):
-    try:
-        return (tmp_path / "iim.log").read_text()
-    except FileNotFoundError:
-        return ""
 
 
 @pytest.fixture
