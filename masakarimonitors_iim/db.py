@@ -19,7 +19,7 @@ import urllib.parse
 from masakarimonitors_iim.common.text import one_line
 
 #: Bump with a migration in _MIGRATIONS when the schema changes.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: Seconds a writer waits for a lock held by another connection (e.g. a
 #: status command reading the file) before giving up.
@@ -90,8 +90,23 @@ WHERE status = 'delivered' AND last_error LIKE
     'accepted as notification ________-____-____-____-____________ (status %'
 """]
 
+# v4: why a due report is held by a guard (watch-only mode, restart
+# budget, storm, ...) and which boot of the domain the journal last saw,
+# so a restart the monitor was not running to see is still a new boot;
+# boots counts the boots of a DISCOVERY (a reboot loop keeps its first
+# boot's deadline). Older rows hold nothing and know no boot ("" is
+# "unknown", never a change; 0 boots: the next restart is a first boot).
+_SCHEMA_V4 = ["""
+ALTER TABLE journal ADD COLUMN held TEXT NOT NULL DEFAULT ''
+""", """
+ALTER TABLE journal ADD COLUMN boot_id TEXT NOT NULL DEFAULT ''
+""", """
+ALTER TABLE journal ADD COLUMN boots INTEGER NOT NULL DEFAULT 0
+"""]
+
 #: version reached -> statements that get there from the version before.
-_MIGRATIONS: dict[int, list[str]] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
+_MIGRATIONS: dict[int, list[str]] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3,
+                                     4: _SCHEMA_V4}
 
 
 class DatabaseError(Exception):

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 from oslo_log import log as logging
 
 from masakarimonitors_iim import verdict as verdict_mod
 from masakarimonitors_iim.hypervisor.interface import HypervisorAPI
 from masakarimonitors_iim.hypervisor.types import (
-    AgentError, DomainState, ErrorKind, HypervisorUnavailable)
-from masakarimonitors_iim.probes import capabilities
+    Activity, AgentError, DomainState, ErrorKind, HypervisorUnavailable)
+from masakarimonitors_iim.probes import capabilities, freeze
 from masakarimonitors_iim.probes.base import Probe
 from masakarimonitors_iim.verdict import ProbeResult, Verdict
 
@@ -52,6 +52,12 @@ class RoundSpec:
     disconnect_grace_until: float = 0.0
     #: the configured disconnect grace, for the reason text
     disconnect_grace: float = 0.0
+    #: sample the domain's I/O counters on a FAILED round that rests only
+    #: on a silent agent, for the activity guard (policy ``corroborate``)
+    corroborate: bool = True
+    #: wall time the guest's filesystems were first seen frozen in the
+    #: current freeze, 0 when they were not (for the reason text)
+    frozen_since: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +87,12 @@ class RoundOutcome:
     agent_absent: bool = False
     #: each probe's own result, in policy order
     probes: tuple[ProbeRun, ...] = ()
+    #: the domain's CPU/disk/network counters, sampled only when the round
+    #: is FAILED with ``result.agent_only`` (the activity guard compares
+    #: samples over the streak); None otherwise or when sampling failed
+    activity: Activity | None = None
+    #: the guest's filesystems are frozen: every probe is UNKNOWN
+    frozen: bool = False
 
 
 def in_disconnect_grace(grace: float) -> ProbeResult:
@@ -90,13 +102,29 @@ def in_disconnect_grace(grace: float) -> ProbeResult:
         "start of monitoring (guest shutting down or booting?)" % grace)
 
 
+#: guest-info is read again after this many rounds while it blocks a
+#: probe, so a guest whose qemu-ga policy was relaxed without an agent
+#: restart gets its probe back (an agent restart re-reads it anyway).
+#: About ten minutes at the default interval; nothing on a guest that
+#: blocks nothing.
+CAPABILITY_RECHECK_ROUNDS = 60
+
+#: Failed calls that say only that the agent did not answer: the guest
+#: may still be working (the activity guard looks), unlike a check that
+#: ran and failed, or an agent that answered nonsense.
+_AGENT_SILENT = (ErrorKind.AGENT_TIMEOUT, ErrorKind.AGENT_NOT_CONNECTED)
+
+
 class Prober:
-    """Runs rounds; stateless apart from the hypervisor and the clock."""
+    """Runs rounds; stateless apart from the hypervisor and the clocks
+    (``wall`` only dates a freeze for status)."""
 
     def __init__(self, hypervisor: HypervisorAPI,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
         self._hv = hypervisor
         self._clock = clock
+        self._wall = wall
 
     def run(self, spec: RoundSpec) -> RoundOutcome:
         """One round; never raises (an unexpected error is UNKNOWN)."""
@@ -112,7 +140,7 @@ class Prober:
         # migrating or stopped domain then turns the failure into UNKNOWN.
         if spec.probe_error:
             return RoundOutcome(ProbeResult.unknown(spec.probe_error))
-        agent = self._hv.agent(spec.uuid)
+        agent = freeze.RefusalWatch(self._hv.agent(spec.uuid))
         answered = False
         learnt = None
         if spec.check_capabilities:
@@ -120,16 +148,22 @@ class Prober:
                 learnt = capabilities.discover(agent, spec.probes, spec.timeout)
             except AgentError as exc:
                 result = self._failed_call(spec, exc)
-                return RoundOutcome(result, agent_absent=(
-                    exc.kind is ErrorKind.AGENT_NOT_CONNECTED
-                    and result.verdict is Verdict.FAILED))
+                quiet = exc.kind in _AGENT_SILENT and result.verdict is Verdict.FAILED
+                return self._judged(spec, RoundOutcome(
+                    dataclasses.replace(result, agent_only=quiet), agent_absent=(
+                        exc.kind is ErrorKind.AGENT_NOT_CONNECTED and quiet)))
             answered = True
+            # guest-info lists nearly every RPC as disabled while the
+            # filesystems are frozen: ask before taking it for a block.
+            if learnt and freeze.is_frozen(agent, spec.timeout):
+                return self._frozen(spec, ())
             for result in learnt.values():
                 LOG.warning("domain %s (%s): %s", spec.name, spec.uuid, result.reason)
         blocked = spec.blocked if learnt is None else learnt
         results = []
         runs = []
         absent: list[ProbeResult] = []   # FAILED only for want of an agent
+        silent: list[ProbeResult] = []   # FAILED only because the agent did not answer
         for probe in spec.probes:
             if probe.name in blocked:
                 results.append(blocked[probe.name])
@@ -145,21 +179,54 @@ class Prober:
                 result = self._failed_call(spec, exc)
                 if exc.kind is ErrorKind.AGENT_NOT_CONNECTED:
                     absent.append(result)
+                if exc.kind in _AGENT_SILENT:
+                    silent.append(result)
             results.append(result)
             runs.append(ProbeRun(probe.name, result, self._clock() - started))
             # Only a HEALTHY answer proves the agent is there: a probe may
             # turn a failed call into a verdict of its own.
             answered = answered or result.verdict is Verdict.HEALTHY
+        if agent.refused and not learnt and freeze.is_frozen(agent, spec.timeout):
+            return self._frozen(spec, runs)
         result = verdict_mod.combine(results)
+        failed = [r for r in results if r.verdict is Verdict.FAILED]
+        if failed and all(any(r is s for s in silent) for r in failed):
+            result = dataclasses.replace(result, agent_only=not result.reset_requested)
         grace_left = spec.startup_grace_until - self._clock()
         if result.verdict is Verdict.FAILED and grace_left > 0 and not result.reset_requested:
             result = ProbeResult.unknown("in startup grace (%ds left): %s"
                                          % (grace_left, result.reason))
-        failed = [r for r in results if r.verdict is Verdict.FAILED]
         agent_absent = bool(failed) and all(any(r is a for a in absent) for r in failed)
-        return RoundOutcome(result, agent_answered=answered, blocked=learnt,
-                            agent_absent=agent_absent and result.verdict is Verdict.FAILED,
-                            probes=tuple(runs))
+        return self._judged(spec, RoundOutcome(
+            result, agent_answered=answered, blocked=learnt,
+            agent_absent=agent_absent and result.verdict is Verdict.FAILED,
+            probes=tuple(runs)))
+
+    def _judged(self, spec: RoundSpec, outcome: RoundOutcome) -> RoundOutcome:
+        """Sample the domain's I/O counters when the round is FAILED only
+        because the agent is silent: a few libvirt calls, only on such rounds,
+        on the worker (guards must not do RPCs)."""
+        if not (spec.corroborate and outcome.result.agent_only
+                and outcome.result.verdict is Verdict.FAILED):
+            return outcome
+        try:
+            activity = self._hv.domain_activity(spec.uuid)
+        except (AgentError, HypervisorUnavailable) as exc:
+            LOG.debug("cannot read counters of %s: %s", spec.uuid, exc)
+            return outcome
+        return dataclasses.replace(outcome, activity=activity)
+
+    def _frozen(self, spec: RoundSpec, runs: Sequence[ProbeRun]) -> RoundOutcome:
+        """Every probe UNKNOWN while the filesystems are frozen. What
+        guest-info said is not kept (``blocked`` None), so it is read
+        again next round, and after the thaw, instead of switching the
+        probes off."""
+        result = ProbeResult.unknown(freeze.frozen_reason(spec.frozen_since, self._wall()))
+        shown = {r.name: r for r in runs}
+        return RoundOutcome(result, agent_answered=True, frozen=True, probes=tuple(
+            ProbeRun(p.name, result, shown[p.name].seconds if p.name in shown else 0.0,
+                     skipped=p.name not in shown)
+            for p in spec.probes))
 
     def _failed_call(self, spec: RoundSpec, exc: AgentError) -> ProbeResult:
         """What a failed agent call says about the guest."""

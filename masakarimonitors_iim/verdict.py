@@ -32,11 +32,18 @@ class ProbeResult:
     ``reset_requested`` is set when the guest itself asked for recovery
     (an application-requested reset); the journal then reports at once
     instead of waiting for the failure threshold.
+
+    ``agent_only`` is set on a FAILED result that rests only on the agent
+    not answering (ping or any call timing out or finding no agent), with
+    no application probe failing: a silent agent is weaker evidence than a
+    failed check, so the activity guard may ask the hypervisor whether the
+    guest is still doing I/O before such a failure is reported.
     """
 
     verdict: Verdict
     reason: str = ""
     reset_requested: bool = False
+    agent_only: bool = False
 
     @classmethod
     def healthy(cls, reason: str = "") -> "ProbeResult":

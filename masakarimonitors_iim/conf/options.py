@@ -45,9 +45,18 @@ monitor_opts: list[cfg.Opt] = [
                     "shutdown must not be restarted. A hung agent or guest "
                     "(no answer on a connected channel) is not affected."),
     cfg.IntOpt("probe_workers", default=4, min=1, max=64,
-               help="Domains probed at the same time. libvirtd serves at most "
-                    "max_client_requests (default 5) calls per connection at once, "
-                    "so keep this below that value."),
+               help="Agent call slots: guest-agent calls (and so domains probed) "
+                    "in flight at once on the monitor's libvirt connection; it "
+                    "sizes both the worker threads and the hypervisor's call "
+                    "slots. All but one may be held by domains whose last verdict "
+                    "was not HEALTHY, so hung guests never delay healthy ones "
+                    "(with 1, both share it); they confirm at most "
+                    "(probe_workers - 1) x interval / timeout hung guests per "
+                    "interval. libvirtd serves at most "
+                    "max_client_requests (default 5) calls per connection at once "
+                    "and max_workers (default 20) in all, shared with Nova: keep "
+                    "this below max_client_requests, or raise that first (see "
+                    "Sizing in the operations guide)."),
     cfg.StrOpt("journal_path", default=DEFAULT_JOURNAL,
                help="SQLite file holding each domain's state and the "
                     "notification outbox. Must survive reboots of the host."),
@@ -64,6 +73,41 @@ monitor_opts: list[cfg.Opt] = [
                                                    "newer Masakari releases")],
                help="Value of the notification payload's 'event' key; "
                     "vir_domain_event is always STOPPED_FAILED."),
+    cfg.IntOpt("storm_min_domains", default=3, min=0,
+               help="Storm guard: while at least this many monitored domains "
+                    "(and at least storm_ratio of them) failed within "
+                    "storm_window seconds, the host, libvirt or storage is the "
+                    "likely cause and every notification of this host is held "
+                    "(the domains stay FAILING; a domain still failing when the "
+                    "storm clears is reported then). 3 keeps two independent "
+                    "failures on a small host notified. 0 turns the guard off."),
+    cfg.FloatOpt("storm_ratio", default=0.5, min=0.0, max=1.0,
+                 help="Storm guard: the share of this host's monitored domains "
+                      "that must have failed within storm_window (besides "
+                      "storm_min_domains) for notifications to be held."),
+    cfg.IntOpt("storm_window", default=120, min=1,
+               help="Storm guard: seconds within which failures count together, "
+                    "and for which the condition must stay clear before held "
+                    "notifications resume. Keep it above twice the longest "
+                    "probe interval plus timeout, or a failing domain drops out "
+                    "of the count between its rounds."),
+    cfg.IntOpt("storm_max_hold", default=1800, min=1,
+               help="Storm guard: seconds after which a hold releases the held "
+                    "notifications by itself even if enough domains still "
+                    "fail (guests hung by a host fault that has passed stay "
+                    "hung until reset, and would otherwise be held forever). "
+                    "One CRITICAL line says so; the released failures never "
+                    "trip the guard again, only failures that begin later. "
+                    "1800 gives an operator half an hour to act on the host "
+                    "without leaving real failures running for hours."),
+    cfg.IntOpt("activity_window", default=120, min=1,
+               help="Activity guard: a failure that rests only on the guest "
+                    "agent not answering is not notified while the guest read "
+                    "or wrote at least 64 KiB on its disks or sent on its "
+                    "network within the last this many seconds of the failure "
+                    "streak (vSphere HA uses 120 s); it is notified once the "
+                    "I/O has stopped for that long. Per VM, the policy's "
+                    "corroborate: false turns the guard off."),
     cfg.PortOpt("metrics_port", default=0,
                 help="TCP port of the Prometheus metrics endpoint (/metrics): "
                      "domains by journal state, probe latency, verdicts, "

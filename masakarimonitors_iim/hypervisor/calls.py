@@ -16,17 +16,18 @@ import libvirt
 import libvirt_qemu
 from oslo_log import log as logging
 
-from masakarimonitors_iim.common.logonce import LogOnce
-from masakarimonitors_iim.hypervisor import bounded_reply, translate
+from masakarimonitors_iim.hypervisor import bounded_reply, counters, translate
 from masakarimonitors_iim.hypervisor.connection import Connection
-from masakarimonitors_iim.hypervisor.inventory import parse_domain_xml
+from masakarimonitors_iim.hypervisor.listing import Inventory, host_boot_id
 from masakarimonitors_iim.hypervisor.timeouts import AgentTimeouts
 from masakarimonitors_iim.hypervisor.types import (
+    Activity,
     AgentChannel,
     AgentError,
     DomainInfo,
     DomainState,
     ErrorKind,
+    EventKind,
     HypervisorUnavailable,
     LifecycleEvent,
 )
@@ -35,6 +36,10 @@ if TYPE_CHECKING:
     from masakarimonitors_iim.hypervisor.interface import HypervisorAPI
 
 LOG = logging.getLogger(__name__)
+
+#: Errors the agent itself replied with: it is alive.
+_ANSWERED = (ErrorKind.COMMAND_DISABLED, ErrorKind.COMMAND_NOT_FOUND,
+             ErrorKind.COMMAND_FAILED, ErrorKind.REPLY_TOO_LARGE)
 
 
 class _BoundAgent:
@@ -78,9 +83,11 @@ class Hypervisor:
         self._consumer = on_event
         self._connection = Connection(
             uri, self._on_event, on_connected=self._on_connected,
+            on_changed=self._on_changed,
             keepalive_interval=keepalive_interval, keepalive_count=keepalive_count,
             reconnect_max_interval=reconnect_max_interval)
         self._timeouts = AgentTimeouts(self._connection)
+        self._inventory = Inventory(self._connection, host_boot_id(uri))
         self._max_reply_bytes = max_reply_bytes
         self._max_agent_calls = max_agent_calls
         self._agent_slots = threading.BoundedSemaphore(max_agent_calls)
@@ -89,9 +96,6 @@ class Hypervisor:
         # domain's agent job, whatever timeout it asked for.
         self._domain_locks: dict[str, threading.Lock] = {}
         self._domain_locks_guard = threading.Lock()
-        # Keyed by domain: one odd domain is warned about once, until it
-        # reads well again or is no longer listed.
-        self._unmonitored = LogOnce(LOG)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -120,65 +124,26 @@ class Hypervisor:
         return self._connection.wait_connected(timeout)
 
     def _on_connected(self) -> None:
+        self._inventory.reset()
         self._timeouts.reapply_all()
+
+    def _on_changed(self, uuid: str) -> None:
+        self._inventory.changed(uuid)
 
     def _on_event(self, event: LifecycleEvent) -> None:
         self._timeouts.observe(event)
+        if event.kind is EventKind.DEFINED:
+            self._inventory.changed(event.uuid)
         if self._consumer is not None:
             self._consumer(event)
 
     # -- inventory and state ---------------------------------------------------
 
     def list_running_domains(self) -> list[DomainInfo]:
-        """All active domains (running, paused, ...) with state and XML facts.
-
-        A domain that vanishes while it is being read is left out. One that
-        cannot be read or whose XML cannot be parsed is left unmonitored
-        (left out, or listed with has_agent False) and warned about once,
-        until it reads well again: one odd domain must not blind the
-        monitor to all the others.
-        """
-        with self._connection.hold() as conn:
-            try:
-                domains = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
-            except libvirt.libvirtError as exc:
-                raise self._connection.failure(conn, exc).unavailable(
-                    "listing domains") from None
-            result = []
-            for dom in domains:
-                try:
-                    state, reason = dom.state()
-                    xml = dom.XMLDesc(0)
-                except libvirt.libvirtError as exc:
-                    failure = self._connection.failure(conn, exc)
-                    if failure.kind is ErrorKind.CONNECTION_LOST:
-                        raise failure.unavailable("reading domains") from None
-                    if failure.kind is not ErrorKind.NO_DOMAIN:
-                        self._warn_unmonitored(dom, failure.message)
-                    continue
-                result.append(self._domain_info(dom, state, reason, xml))
-        self._unmonitored.keep_only(dom.UUIDString() for dom in domains)
-        return result
-
-    def _domain_info(self, dom: libvirt.virDomain, state: int, reason: int,
-                     xml: str) -> DomainInfo:
-        try:
-            has_agent, nova = parse_domain_xml(xml)
-            self._unmonitored.resolved(key=dom.UUIDString())
-        except ValueError as exc:
-            self._warn_unmonitored(dom, str(exc))
-            has_agent, nova = False, None
-        return DomainInfo(uuid=dom.UUIDString(), name=dom.name(),
-                          state=translate.domain_state_from(state, reason),
-                          has_agent=has_agent, nova=nova)
-
-    def _warn_unmonitored(self, dom: libvirt.virDomain, why: str) -> None:
-        uuid = dom.UUIDString()
-        # Once per domain whatever the reason: a reason that changes on
-        # every listing (it may quote the XML) must not flood the log.
-        if not self._unmonitored.active(uuid):
-            self._unmonitored.problem("domain %s (%s) is not monitored: %s", uuid,
-                                      dom.name(), why, key=uuid)
+        """All active domains (running, paused, ...) with state and XML
+        facts; one RPC, plus one per domain that is new or changed (see
+        :mod:`~masakarimonitors_iim.hypervisor.listing`)."""
+        return self._inventory.list()
 
     def domain_state(self, uuid: str) -> DomainState:
         """The domain's state now, GONE if libvirt no longer knows it.
@@ -190,7 +155,7 @@ class Hypervisor:
         """
         with self._connection.hold() as conn:
             try:
-                dom = conn.lookupByUUIDString(uuid)
+                dom = self._inventory.handle(conn, uuid)
                 state, reason = dom.state()
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
@@ -199,6 +164,20 @@ class Hypervisor:
                     "reading state of %s" % uuid) from None
             migrating = state == libvirt.VIR_DOMAIN_RUNNING and self._migration_job(dom)
         return translate.domain_state_from(state, reason, migrating)
+
+    def domain_activity(self, uuid: str) -> Activity:
+        """CPU time, and block and network byte counters of one domain:
+        one call for the CPU time, one per disk and interface from the
+        last listing's XML (see :mod:`~masakarimonitors_iim.hypervisor.stats`
+        for why not the bulk call). None waits for the agent.
+
+        Raises HypervisorUnavailable when libvirtd cannot be reached,
+        AgentError(NO_DOMAIN) when the domain is gone or not running (no
+        counters to compare), AgentError(OTHER) when it was not listed
+        since libvirt (re)connected (its devices are not known yet). A
+        device that is gone (unplugged since the listing) is left out.
+        """
+        return counters.read(self._connection, self._inventory, uuid)
 
     @staticmethod
     def _migration_job(dom: libvirt.virDomain) -> bool:
@@ -214,11 +193,17 @@ class Hypervisor:
     # -- agent -------------------------------------------------------------------
 
     def set_agent_timeout(self, uuid: str, timeout: float) -> None:
-        """Keep libvirt's own agent timeout for the domain at ``timeout``
-        (rounded up to whole seconds, at least 1), now and after every
-        restart of the domain or reconnect to libvirtd; see
-        :mod:`~masakarimonitors_iim.hypervisor.timeouts`. Never raises."""
-        self._timeouts.set(uuid, timeout)
+        """Use ``timeout`` (rounded up to whole seconds, at least 1) as
+        libvirt's agent response timeout for the domain while its agent is
+        suspect (a command timed out), libvirt's default otherwise; see
+        :mod:`~masakarimonitors_iim.hypervisor.timeouts`. No RPC; never
+        raises."""
+        self._timeouts.want(uuid, timeout)
+
+    def agent_timeout_in_force(self, uuid: str) -> float | None:
+        """The agent response timeout set on the domain by this monitor,
+        None while it keeps libvirt's default."""
+        return self._timeouts.in_force(uuid)
 
     def forget_domain(self, uuid: str) -> None:
         """Drop everything kept for a domain no longer monitored. Its agent
@@ -275,17 +260,33 @@ class Hypervisor:
             with self._connection.hold() as conn:
                 seconds = max(1, math.ceil(deadline - time.monotonic()))
                 try:
-                    dom = conn.lookupByUUIDString(uuid)
+                    dom = self._inventory.handle(conn, uuid)
                     reply = libvirt_qemu.qemuAgentCommand(dom, payload, seconds, 0)
                 except libvirt.libvirtError as exc:
-                    raise self._connection.failure(conn, exc).agent_error(command) from None
+                    error = self._connection.failure(conn, exc).agent_error(command)
+                    self._note_agent(uuid, error.kind)
+                    raise error from None
         except HypervisorUnavailable as exc:
             raise AgentError(ErrorKind.CONNECTION_LOST, "%s: %s" % (command, exc)) from None
         finally:
             self._agent_slots.release()
         # guest-exec-status is read bounded when oversized: its reply is
         # the only record of the exit code (see bounded_reply).
-        return bounded_reply.parse_agent_reply(command, reply, self._max_reply_bytes)
+        try:
+            result = bounded_reply.parse_agent_reply(command, reply, self._max_reply_bytes)
+        except AgentError as error:
+            self._note_agent(uuid, error.kind)
+            raise
+        self._timeouts.answered(uuid)
+        return result
+
+    def _note_agent(self, uuid: str, kind: ErrorKind) -> None:
+        """Shorten libvirt's agent timeout while the agent hangs, give the
+        default back once it answers (an error reply is an answer)."""
+        if kind is ErrorKind.AGENT_TIMEOUT:
+            self._timeouts.suspect(uuid)
+        elif kind in _ANSWERED:
+            self._timeouts.answered(uuid)
 
 
 if TYPE_CHECKING:

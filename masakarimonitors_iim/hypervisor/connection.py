@@ -2,15 +2,18 @@
 
 Worker threads share the connection (libvirt connections are
 thread-safe). A background thread opens it, notices when it dies
-(close callback, keepalive, or a call failing at the transport level) and
+(close callback, a stall, or a call failing at the transport level) and
 reopens it with exponential back-off; callers never wait for that: while
 there is no connection :meth:`Connection.hold` raises
 :class:`HypervisorUnavailable` at once.
 
-libvirt RPCs other than agent commands have no timeout of their own;
-keepalive bounds them: a hung libvirtd is declared dead after about
-``keepalive_interval * (keepalive_count + 1)`` seconds and every call
-blocked on it fails.
+libvirt RPCs other than agent commands have no timeout of their own. A
+hung libvirtd is declared lost when a call has waited about
+``keepalive_interval * (keepalive_count + 1)`` seconds with no answer to
+any call meanwhile (:mod:`~masakarimonitors_iim.hypervisor.ledger` says
+why this is not libvirt's keepalive, which is turned off); new calls fail
+at once from then on, and the calls still waiting return when libvirtd
+continues, after which their old connection is closed.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from masakarimonitors_iim.common.backoff import next_delay
 from masakarimonitors_iim.common.logonce import LogOnce
 from masakarimonitors_iim.common.text import one_line
 from masakarimonitors_iim.hypervisor import eventloop, translate
+from masakarimonitors_iim.hypervisor.ledger import CallLedger
 from masakarimonitors_iim.hypervisor.translate import Failure
 from masakarimonitors_iim.hypervisor.types import (
     ErrorKind,
@@ -40,11 +44,9 @@ LOG = logging.getLogger(__name__)
 #: First reconnect delay; it doubles per failed attempt up to the maximum.
 RECONNECT_BASE_INTERVAL = 0.5
 
-#: How long a replaced connection waits for calls still using it before it
-#: is closed. On a dead connection they fail at once; closing under a call
-#: that is still running would free memory that call uses, so past this
-#: the old connection is left open (a small leak) rather than closed.
-DRAIN_TIMEOUT = 10.0
+#: How often the connector thread looks for a stall and for replaced
+#: connections whose calls have all returned (seconds).
+CHECK_INTERVAL = 1.0
 
 
 class Connection:
@@ -61,16 +63,22 @@ class Connection:
     CONNECTION_RESTORED): whatever libvirtd forgot with the old connection
     can be set again there, and it may block.
 
+    ``on_changed`` gets the UUID of a domain whose XML libvirt says
+    changed (device added or removed, metadata changed), on the event
+    thread; like ``on_event`` it must only take note.
+
     One-shot: ``start`` after ``stop`` does nothing; make a new object.
     """
 
     def __init__(self, uri: str, on_event: Callable[[LifecycleEvent], None] | None = None, *,
                  on_connected: Callable[[], None] | None = None,
+                 on_changed: Callable[[str], None] | None = None,
                  keepalive_interval: int = 5, keepalive_count: int = 3,
                  reconnect_max_interval: float = 30.0) -> None:
         self.uri = uri
         self._on_event = on_event
         self._on_connected = on_connected
+        self._on_changed = on_changed
         self._keepalive_interval = keepalive_interval
         self._keepalive_count = keepalive_count
         self._reconnect_max_interval = reconnect_max_interval
@@ -78,7 +86,13 @@ class Connection:
         # Guards the fields below; also signals when calls in flight drain.
         self._lock = threading.Condition()
         self._conn: libvirt.virConnect | None = None
-        self._in_flight = 0
+        self._calls = CallLedger()
+        self._opened_at = 0.0
+        self._probing: libvirt.virConnect | None = None   # the one probe's connection
+        # Replaced connections with calls still waiting on them: closed by
+        # the connector once those return (closing under a waiting call
+        # would free memory it uses).
+        self._replaced: list[tuple[libvirt.virConnect, list[int]]] = []
         self._callback_ids: list[int] = []
         self._lost_reason: str | None = None
         self._connected = threading.Event()
@@ -155,14 +169,19 @@ class Connection:
             conn = self._conn
             if conn is None:
                 raise HypervisorUnavailable("not connected to libvirt at %s" % self.uri)
-            self._in_flight += 1
+            if self._lost_reason is not None:
+                # Marked lost, not yet replaced: libvirt may be closing this
+                # client right now, and a call that enters it then can wait
+                # forever (and crashed libvirt 9.0's client when the reply
+                # finally came). Fail at once, as after the replacement.
+                raise HypervisorUnavailable("connection to libvirt at %s is being replaced: %s"
+                                            % (self.uri, self._lost_reason))
+            token = self._calls.begin(conn, time.monotonic())
         try:
             yield conn
         finally:
             with self._lock:
-                self._in_flight -= 1
-                if self._in_flight == 0:
-                    self._lock.notify_all()
+                self._calls.end(token, time.monotonic())
 
     def failure(self, conn: libvirt.virConnect, exc: libvirt.libvirtError) -> Failure:
         """Name a call's libvirt error; if it says libvirtd is gone, have
@@ -198,13 +217,16 @@ class Connection:
                     ever_connected = True
                 # isAlive() is local (no RPC): it catches a dead socket even
                 # if the close callback never comes.
-                self._wake.wait(max(1.0, self._keepalive_interval))
+                self._wake.wait(CHECK_INTERVAL)
                 self._wake.clear()
                 if self._stopping.is_set():
                     break
+                self._close_replaced()
                 reason = self._lost_reason
                 if reason is None and not self._is_alive():
                     reason = "connection is no longer alive"
+                if reason is None:
+                    reason = self._stalled()
                 if reason is not None:
                     LOG.warning("lost connection to libvirt at %s: %s", self.uri, reason)
                     lost_at = time.monotonic()
@@ -239,7 +261,7 @@ class Connection:
         try:
             conn.registerCloseCallback(self._on_close, None)
             try:
-                conn.setKeepAlive(self._keepalive_interval, self._keepalive_count)
+                conn.setKeepAlive(-1, 0)   # off: see the ledger module
             except libvirt.libvirtError as exc:
                 # Local drivers (test://, embedded) have no transport to
                 # keep alive; that is fine.
@@ -247,7 +269,10 @@ class Connection:
             for event_id, callback in (
                     (libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle),
                     (libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, self._on_reboot),
-                    (libvirt.VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE, self._on_agent_lifecycle)):
+                    (libvirt.VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE, self._on_agent_lifecycle),
+                    (libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_ADDED, self._on_device),
+                    (libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, self._on_device),
+                    (libvirt.VIR_DOMAIN_EVENT_ID_METADATA_CHANGE, self._on_metadata)):
                 ids.append(conn.domainEventRegisterAny(None, event_id, callback, None))
         except Exception:
             self._close_quietly(conn, ids)
@@ -256,6 +281,7 @@ class Connection:
             self._conn = conn
             self._callback_ids = ids
             self._lost_reason = None
+            self._opened_at = time.monotonic()
 
     def _detach(self) -> tuple[libvirt.virConnect | None, list[int]]:
         """Stop handing out the connection; new calls fail at once."""
@@ -266,16 +292,63 @@ class Connection:
         return conn, ids
 
     def _close(self, conn: libvirt.virConnect | None, ids: list[int]) -> None:
-        """Close a detached connection once no call uses it any more."""
+        """Close a detached connection now, or once no call waits on it."""
         if conn is None:
             return
         with self._lock:
-            drained = self._lock.wait_for(lambda: self._in_flight == 0, DRAIN_TIMEOUT)
-        if drained:
-            self._close_quietly(conn, ids)
+            waiting = self._calls.in_flight(conn)
+            if waiting:
+                self._replaced.append((conn, ids))
+        if waiting:
+            LOG.info("%d libvirt call(s) still wait on the replaced connection to %s; it "
+                     "is closed once they return", waiting, self.uri)
         else:
-            LOG.warning("libvirt calls still running %.0f s after the connection to %s was "
-                        "dropped; leaving the old connection open", DRAIN_TIMEOUT, self.uri)
+            self._close_quietly(conn, ids)
+            with self._lock:
+                self._calls.forget(conn)
+
+    def _close_replaced(self) -> None:
+        with self._lock:
+            done = [(c, i) for c, i in self._replaced if not self._calls.in_flight(c)]
+            self._replaced = [(c, i) for c, i in self._replaced if self._calls.in_flight(c)]
+        for conn, ids in done:
+            self._close_quietly(conn, ids)
+            with self._lock:
+                self._calls.forget(conn)
+
+    def _stalled(self) -> str | None:
+        """Why the current connection counts as lost, if it stalled. Past
+        half the limit, one cheap call checks that libvirtd still answers,
+        so a single long agent call on a quiet host is not a stall."""
+        limit = self._keepalive_interval * (self._keepalive_count + 1)
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                return None
+            waited = self._calls.waiting_for(conn, time.monotonic(), self._opened_at)
+            # One probe per connection: one stuck on a replaced connection
+            # must not keep the new one from being checked.
+            probe = waited >= limit / 2 and self._probing is not conn
+            if probe:
+                self._probing = conn
+        if waited >= limit:
+            return "libvirtd answered no call for %.0f s" % waited
+        if probe:
+            threading.Thread(target=self._probe, args=(conn,), name="libvirt-probe",
+                             daemon=True).start()
+        return None
+
+    def _probe(self, conn: libvirt.virConnect) -> None:
+        try:
+            with self.hold() as held:
+                if held is conn:
+                    held.getLibVersion()
+        except (libvirt.libvirtError, HypervisorUnavailable):
+            pass   # a dead or replaced connection is found by other means
+        finally:
+            with self._lock:
+                if self._probing is conn:
+                    self._probing = None
 
     @staticmethod
     def _close_quietly(conn: libvirt.virConnect, ids: list[int]) -> None:
@@ -311,16 +384,44 @@ class Connection:
 
     def _on_lifecycle(self, conn: libvirt.virConnect, dom: libvirt.virDomain,
                       event: int, detail: int, opaque: object) -> None:
+        if self._replaced_conn(conn):
+            return   # late, from before the reconnect: the relisting covers it
         self._deliver(translate.lifecycle_event(event, detail, dom.UUIDString(), dom.name()))
 
     def _on_reboot(self, conn: libvirt.virConnect, dom: libvirt.virDomain,
                    opaque: object) -> None:
+        if self._replaced_conn(conn):
+            return
         self._deliver(LifecycleEvent(EventKind.REBOOTED, dom.UUIDString(), dom.name()))
+
+    def _replaced_conn(self, conn: libvirt.virConnect) -> bool:
+        """A replaced connection whose calls return once libvirtd continues
+        also delivers the events it queued meanwhile: stale by then."""
+        with self._lock:
+            return any(conn is c for c, _ in self._replaced)
 
     def _on_agent_lifecycle(self, conn: libvirt.virConnect, dom: libvirt.virDomain,
                             state: int, reason: int, opaque: object) -> None:
+        if self._replaced_conn(conn):
+            return
         self._deliver(translate.agent_lifecycle_event(state, reason, dom.UUIDString(),
                                                       dom.name()))
+
+    def _on_device(self, conn: libvirt.virConnect, dom: libvirt.virDomain,
+                   alias: str, opaque: object) -> None:
+        self._changed(dom)
+
+    def _on_metadata(self, conn: libvirt.virConnect, dom: libvirt.virDomain,
+                     mtype: int, nsuri: str | None, opaque: object) -> None:
+        self._changed(dom)
+
+    def _changed(self, dom: libvirt.virDomain) -> None:
+        if self._on_changed is None or self._stopping.is_set():
+            return
+        try:
+            self._on_changed(dom.UUIDString())
+        except Exception:
+            LOG.exception("noting a change of domain %s failed", dom.UUIDString())
 
     def _emit(self, event: LifecycleEvent) -> None:
         """Hand a connection-level event to the event thread, so the

@@ -20,6 +20,7 @@ from masakarimonitors_iim.hypervisor.types import ErrorKind
 VIR_ERR_INTERNAL_ERROR = 1
 VIR_ERR_NO_SUPPORT = 3
 VIR_ERR_NO_CONNECT = 5
+VIR_ERR_INVALID_ARG = 8
 VIR_ERR_INVALID_CONN = 6
 VIR_ERR_SYSTEM_ERROR = 38
 VIR_ERR_RPC = 39

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from masakarimonitors_iim.hypervisor.types import AgentChannel, DomainInfo, DomainState
+from masakarimonitors_iim.hypervisor.types import (
+    Activity, AgentChannel, DomainInfo, DomainState)
 
 
 class HypervisorAPI(Protocol):
@@ -17,10 +18,12 @@ class HypervisorAPI(Protocol):
 
     It reports what happened (facts, :class:`AgentError` kinds); it never
     decides whether a guest is healthy. It owns libvirt's bookkeeping:
-    libvirtd forgets a domain's agent response timeout when the domain
-    restarts or libvirtd reconnects, and the implementation re-applies
-    what :meth:`set_agent_timeout` asked for, so nothing above it needs to
-    know.
+    the agent response timeout asked for with :meth:`set_agent_timeout`
+    is applied only while the domain's agent is suspect (a command timed
+    out) and libvirt's default restored when it answers, because the
+    setting is domain-wide and Nova's agent calls would get it too; it is
+    set again after the domain or libvirtd restarts, so nothing above it
+    needs to know.
     """
 
     def start(self) -> None:
@@ -43,14 +46,27 @@ class HypervisorAPI(Protocol):
     def domain_state(self, uuid: str) -> DomainState:
         """The state now (GONE if unknown); raises HypervisorUnavailable."""
 
+    def domain_activity(self, uuid: str) -> Activity:
+        """The domain's CPU, block and network counters now, for the disks
+        and interfaces the last listing found; raises HypervisorUnavailable,
+        AgentError(NO_DOMAIN) when the domain is gone or not running, or
+        another AgentError when no comparable sample can be taken (not
+        listed yet, a device call failed): no sample beats a partial one,
+        which the next could make look like I/O."""
+
+    def agent_timeout_in_force(self, uuid: str) -> float | None:
+        """The agent response timeout this monitor has set on the domain
+        in libvirt, or None while the domain keeps libvirt's default."""
+
     def set_agent_timeout(self, uuid: str, timeout: float) -> None:
-        """Keep the domain's agent response timeout at ``timeout`` seconds,
-        now and after every restart of the domain or of libvirtd. Never
-        raises; failures are logged by the implementation."""
+        """Use ``timeout`` seconds as the domain's agent response timeout
+        while its agent is suspect (see the class docstring). Cheap (no
+        RPC); never raises; failures are logged by the implementation."""
 
     def forget_domain(self, uuid: str) -> None:
         """Drop everything kept for a domain no longer monitored (stopped,
-        undefined, unwatched): its agent timeout is no longer re-applied."""
+        undefined, unwatched): libvirt's default agent timeout is restored
+        if the monitor had shortened it, and it is no longer re-applied."""
 
     def agent(self, uuid: str) -> AgentChannel:
         """The agent transport of one domain, as probes use it."""

@@ -78,13 +78,37 @@ class NovaMetadata:
 
 @dataclasses.dataclass(frozen=True)
 class DomainInfo:
-    """A domain as the inventory sees it at one moment."""
+    """A domain as the inventory sees it at one moment.
+
+    ``boot_id`` names one run of the domain's QEMU process (host boot,
+    libvirt domain id): when it changes, the guest was restarted, even if
+    the monitor was not running to see the STARTED event. A reboot inside
+    the guest keeps the QEMU process and so the boot id; the REBOOTED
+    event covers that while the monitor runs. "" when unknown.
+    """
 
     uuid: str
     name: str
     state: DomainState
     has_agent: bool
     nova: NovaMetadata | None = None
+    boot_id: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Activity:
+    """Cumulative counters of one domain at one moment: two samples over
+    a failure window tell whether a guest whose agent is silent is still
+    doing work. ``at`` is ``time.monotonic()`` when sampled; the byte
+    counts sum reads and writes over all disks (CD-ROMs aside), and the
+    bytes the guest transmitted (tx, libvirt counts from the guest's
+    side) over all interfaces: received traffic reaches a dead guest
+    too. "All" is at most 64 of each (see hypervisor.inventory)."""
+
+    cpu_ns: int
+    block_bytes: int
+    net_bytes: int
+    at: float
 
 
 class ErrorKind(str, enum.Enum):

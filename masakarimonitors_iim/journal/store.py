@@ -19,8 +19,8 @@ from masakarimonitors_iim.verdict import Verdict
 _SAVE = (
     "INSERT OR REPLACE INTO journal (uuid, name, state, failures, "
     "successes, episode, last_verdict, last_reason, since, "
-    "first_failure_at, seen_healthy, updated_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+    "first_failure_at, seen_healthy, updated_at, held, boot_id, boots) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 
 class JournalStore:
@@ -54,7 +54,8 @@ class JournalStore:
                 record.successes, record.episode,
                 record.last_verdict.value if record.last_verdict else None,
                 record.last_reason, record.since, record.first_failure_at,
-                int(record.seen_healthy), record.updated_at)
+                int(record.seen_healthy), record.updated_at, record.held,
+                record.boot_id, record.boots)
         if tx is not None:
             tx.execute(_SAVE, args)
             return
@@ -72,6 +73,10 @@ class JournalStore:
 
 
 def _record(row: sqlite3.Row) -> Record:
+    # A read-only reader (``masakari-iim status``) does not migrate: on a
+    # file the running, older monitor still writes at schema 3 the v4
+    # columns are absent, and mean what the migration would fill in.
+    v4 = row.keys()
     return Record(
         uuid=row["uuid"], name=row["name"], state=State(row["state"]),
         failures=row["failures"], successes=row["successes"],
@@ -79,4 +84,7 @@ def _record(row: sqlite3.Row) -> Record:
         last_verdict=Verdict(row["last_verdict"]) if row["last_verdict"] else None,
         last_reason=row["last_reason"], since=row["since"],
         first_failure_at=row["first_failure_at"],
-        seen_healthy=bool(row["seen_healthy"]), updated_at=row["updated_at"])
+        seen_healthy=bool(row["seen_healthy"]), updated_at=row["updated_at"],
+        held=row["held"] if "held" in v4 else "",
+        boot_id=row["boot_id"] if "boot_id" in v4 else "",
+        boots=row["boots"] if "boots" in v4 else 0)

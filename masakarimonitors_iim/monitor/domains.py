@@ -14,7 +14,9 @@ from oslo_log import log as logging
 
 from masakarimonitors_iim import policy as policy_mod
 from masakarimonitors_iim.hypervisor.types import AgentChannel, DomainInfo
-from masakarimonitors_iim.prober import ProbeRun, RoundOutcome, RoundSpec
+from masakarimonitors_iim.journal import machine
+from masakarimonitors_iim.prober import (
+    CAPABILITY_RECHECK_ROUNDS, ProbeRun, RoundOutcome, RoundSpec)
 from masakarimonitors_iim.probes import base as probes_base
 from masakarimonitors_iim.verdict import ProbeResult
 
@@ -48,6 +50,12 @@ class Watched:
     #: and its age (a round that could not run them keeps the older ones)
     last_probes: tuple[ProbeRun, ...] = ()
     last_probes_at: float = 0.0
+    #: wall time the guest's filesystems were first seen frozen (fsfreeze)
+    #: in the current freeze; 0 when not frozen
+    frozen_since: float = 0.0
+    #: rounds applied since guest-info was read, to read it again now and
+    #: then while it blocks a probe (see prober.CAPABILITY_RECHECK_ROUNDS)
+    rounds_since_capabilities: int = 0
 
     def build_probes(self) -> None:
         """(Re)create the probes from the policy; a probe that cannot be
@@ -65,12 +73,22 @@ class Watched:
                 self.probes = []
                 return
 
-    def restarted(self, now: float, disconnect_grace: float) -> None:
+    def restarted(self, now: float, disconnect_grace: float, loop: bool = False) -> None:
         """A new boot: forget what the old one taught, rebuild the probes
-        (close the old ones first), probe again in a second."""
+        (close the old ones first), probe again in a second.
+
+        ``loop``: the journal continues a boot not yet proven healthy (a
+        guest resetting itself). Its startup grace still runs from the
+        first boot, and the disconnect grace never past the first boot's
+        deadline: graces started again at each reset would hide the loop
+        as UNKNOWN for ever."""
         self.generation += 1
-        self.started_at = now
-        self.arm_disconnect_grace(now, disconnect_grace)
+        if not loop:
+            self.started_at = now
+            self.arm_disconnect_grace(now, disconnect_grace)
+        else:
+            self.disconnect_grace_until = min(
+                now + disconnect_grace, self.started_at + self.policy.boot_deadline)
         self.capabilities_checked = False
         self.last_result = None
         self.build_probes()
@@ -99,7 +117,16 @@ class Watched:
             blocked=dict(self.blocked), probe_error=self.probe_error,
             startup_grace_until=self.started_at + self.policy.startup_grace,
             disconnect_grace_until=self.disconnect_grace_until,
-            disconnect_grace=disconnect_grace)
+            disconnect_grace=disconnect_grace,
+            corroborate=self.policy.corroborate,
+            frozen_since=self.frozen_since)
+
+    def thresholds(self) -> machine.Thresholds:
+        """How patient the journal is with this domain, from its policy."""
+        p = self.policy
+        return machine.Thresholds(failure=p.failure_threshold, success=p.success_threshold,
+                                  boot_deadline=p.boot_deadline,
+                                  boot_report_always=p.boot_report == "always")
 
     def learn(self, outcome: RoundOutcome, wall: float) -> None:
         """Keep what a round found out about the guest; ``wall`` is when
@@ -110,6 +137,14 @@ class Watched:
         if outcome.blocked is not None:
             self.blocked = dict(outcome.blocked)
             self.capabilities_checked = True
+            self.rounds_since_capabilities = 0
+        self.rounds_since_capabilities += 1
+        if self.blocked and self.rounds_since_capabilities > CAPABILITY_RECHECK_ROUNDS:
+            self.capabilities_checked = False   # the guest may allow it now
+        if outcome.frozen:
+            self.frozen_since = self.frozen_since or wall
+        elif outcome.agent_answered:
+            self.frozen_since = 0.0
         if outcome.agent_answered:
             self.disconnect_grace_until = 0.0
 
@@ -145,7 +180,8 @@ def snapshot(hostname: str, now: float, monotonic: float, watched: Mapping[str, 
          "monitored": {uuid: {"name", "display_name", "capability",
                               "probes": [{"name", "verdict", "reason", "seconds",
                                           "skipped", "at"}],
-                              "startup_grace_until", "disconnect_grace_until"}},
+                              "startup_grace_until", "disconnect_grace_until",
+                              "boot_deadline" (s), "boot_report", "action"}},
          "unmonitored": {uuid: why},
          "unmonitored_names": {uuid: {"name", "display_name"}}}
     """
@@ -163,6 +199,9 @@ def snapshot(hostname: str, now: float, monotonic: float, watched: Mapping[str, 
                                "skipped": run.skipped, "at": w.last_probes_at}
                               for run in w.last_probes],
                    "startup_grace_until": wall(w.started_at + w.policy.startup_grace),
+                   "boot_deadline": w.policy.boot_deadline,
+                   "boot_report": w.policy.boot_report,
+                   "action": w.policy.action,
                    "disconnect_grace_until": wall(w.disconnect_grace_until)}
             for uuid, w in watched.items()},
         "unmonitored": dict(unmonitored),

@@ -26,6 +26,12 @@ metric                                                  type       meaning
 ``masakari_iim_outbox_oldest_pending_age_seconds``      gauge      age of the oldest of them;
                                                                    0 when there is none
 ``masakari_iim_libvirt_connected``                      gauge      1 while connected to libvirt
+``masakari_iim_probe_backlog``                          gauge      probe rounds due and waiting
+                                                                   for a free agent slot
+``masakari_iim_probe_backlog_oldest_seconds``           gauge      how long the oldest of them
+                                                                   has waited; 0 when none
+``masakari_iim_storm_holding``                          gauge      1 while the storm guard holds
+                                                                   this host's notifications
 ``masakari_iim_journal_readable``                       gauge      0 when the journal database
                                                                    could not be read for this
                                                                    scrape (its gauges are then
@@ -50,7 +56,7 @@ from typing import Any, Callable, Iterable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from oslo_log import log as logging
-from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -173,6 +179,18 @@ class Metrics:
             ["verdict"], registry=self.registry)
         for verdict in Verdict:
             self._verdicts.labels(verdict.value)
+        self._backlog = Gauge(
+            PREFIX + "probe_backlog",
+            "Probe rounds due and waiting for a free agent slot (probe_workers)",
+            registry=self.registry)
+        self._backlog_oldest = Gauge(
+            PREFIX + "probe_backlog_oldest_seconds",
+            "Seconds the oldest probe round waiting for an agent slot has waited; 0 if none",
+            registry=self.registry)
+        self._storm = Gauge(
+            PREFIX + "storm_holding",
+            "1 while the storm guard holds this host's notifications (many domains failing)",
+            registry=self.registry)
         self.registry.register(_StateCollector(db, hypervisor, wall, self._stopping))
 
     def round_applied(self, outcome: RoundOutcome, verdict: Verdict) -> None:
@@ -183,6 +201,16 @@ class Metrics:
         for run in outcome.probes:
             if not run.skipped:
                 self._probe_seconds.labels(run.name).observe(run.seconds)
+
+    def backlog(self, overdue: int, oldest_seconds: float) -> None:
+        """Set by the scheduler when its backlog changes (an event it
+        sees, unlike the journal's state, so kept here like the verdicts)."""
+        self._backlog.set(overdue)
+        self._backlog_oldest.set(oldest_seconds)
+
+    def storm(self, holding: bool) -> None:
+        """Set by the storm guard when it trips or clears."""
+        self._storm.set(1 if holding else 0)
 
     def start(self) -> bool:
         """Listen, if a port is configured; True when the endpoint runs.

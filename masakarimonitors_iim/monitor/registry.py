@@ -66,6 +66,14 @@ class Registry:
             w = self.watched.get(info.uuid)
             if w is not None:
                 w.info = info
+                if self._results.boot_seen(info.uuid, info.boot_id):
+                    # A boot whose STARTED event was lost (libvirt was
+                    # reconnecting): the same as seeing the event.
+                    LOG.info("domain %s (%s) booted again unseen (boot %s)",
+                             info.name, info.uuid, info.boot_id)
+                    self.close_probes(w)
+                    w.restarted(self._clock(), self.settings.disconnect_grace,
+                                loop=self._results.in_boot_loop(info.uuid))
             elif self._watch(info, spread) is None:
                 unmonitored[info.uuid] = "disabled by policy"
         for uuid in list(self.watched):
@@ -86,7 +94,12 @@ class Registry:
         now = self._clock()
         # Only a guest the journal holds as healthy waits for its spread
         # first round: a suspect one is probed at once.
-        healthy = self._results.watched(info.uuid, info.name) is State.HEALTHY
+        # A FAILING streak older than a whole streak could take is not
+        # continued (the monitor was down meanwhile); a changed boot id is
+        # a restart it did not see.
+        stale_after = pol.failure_threshold * pol.interval + pol.timeout
+        healthy = self._results.watched(info.uuid, info.name, info.boot_id,
+                                        stale_after) is State.HEALTHY
         delay = self._spread() * pol.interval if spread and healthy else 0.0
         w = Watched(info=info, policy=pol, started_at=now,
                     disconnect_grace_until=now + self.settings.disconnect_grace,
@@ -109,6 +122,7 @@ class Registry:
             # the scheduler applies the whole event again.
             self._results.stopped(uuid)
         del self.watched[uuid]
+        self._results.unwatched(uuid)
         self.close_probes(w)
         # An unmonitored domain keeps no trace of the monitor: its agent
         # timeout is not set again after a restart or reconnect.
@@ -138,7 +152,8 @@ class Registry:
             self._results.restarted(event.uuid)
             if w is not None:
                 self.close_probes(w)
-                w.restarted(self._clock(), grace)
+                w.restarted(self._clock(), grace,
+                            loop=self._results.in_boot_loop(event.uuid))
         elif event.kind is EventKind.RESUMED and w is not None:
             # Same boot, so the journal state stands (a guest resumed with a
             # wedged kernel must still be reported); results of rounds that
@@ -170,6 +185,15 @@ class Registry:
             if w.apply_policy(pol):
                 self._hv.set_agent_timeout(uuid, pol.timeout)
 
+    def policy_of(self, uuid: str) -> policy_mod.EffectivePolicy | None:
+        """The policy a watched domain is monitored with (for the guards)."""
+        w = self.watched.get(uuid)
+        return w.policy if w is not None else None
+
     def snapshot(self, now: float, monotonic: float) -> dict[str, Any]:
-        return snapshot(self.settings.hostname, now, monotonic, self.watched,
+        snap = snapshot(self.settings.hostname, now, monotonic, self.watched,
                         self.unmonitored, self.unmonitored_info)
+        # Shortened only while the agent is suspect (hypervisor.timeouts).
+        for uuid, row in snap["monitored"].items():
+            row["agent_timeout"] = self._hv.agent_timeout_in_force(uuid)
+        return snap

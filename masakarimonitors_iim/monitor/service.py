@@ -1,10 +1,14 @@
 """The scheduler: when each domain is probed, and what a result changes.
 
-Data flows one way: libvirt events and the domain list feed the
-:class:`Registry`; due domains go to the workers as frozen round specs,
-run by the :class:`Prober`; outcomes come back through a queue and are
-applied on the scheduler thread alone, through the :class:`JournalWriter`
-(so journal writes never race); the sender delivers what it queued.
+Data flows one way: libvirt events and the domain list (made on the
+:class:`Lister`'s thread) feed the :class:`Registry`; the
+:class:`Schedule` says which rounds are due and may take an agent slot
+(healthy and suspect domains in separate lanes); those go to the workers
+as frozen round specs, run by the :class:`Prober`; outcomes come back in
+batches and are applied on the scheduler thread alone, through the
+:class:`JournalWriter` (so journal writes never race); the sender
+delivers what it queued. A wake-up costs the rounds it starts and the
+outcomes it applies, never a pass over every domain.
 """
 from __future__ import annotations
 
@@ -19,26 +23,29 @@ from masakarimonitors_iim import status
 from masakarimonitors_iim.common.backoff import next_delay
 from masakarimonitors_iim.common.logonce import LogOnce
 from masakarimonitors_iim.db import Database, DatabaseError
+from masakarimonitors_iim.guards.activity import ActivityGuard
+from masakarimonitors_iim.guards.storm import StormGuard, counted
 from masakarimonitors_iim.hypervisor.interface import HypervisorAPI
-from masakarimonitors_iim.hypervisor.types import HypervisorUnavailable, LifecycleEvent
-from masakarimonitors_iim.journal import machine
+from masakarimonitors_iim.hypervisor.types import DomainInfo, EventKind, LifecycleEvent
+from masakarimonitors_iim.monitor.dispatch import Dispatcher
 from masakarimonitors_iim.monitor.domains import Watched
+from masakarimonitors_iim.monitor.lister import Inventory
 from masakarimonitors_iim.monitor.lock import JournalLock
 from masakarimonitors_iim.monitor.metrics import Metrics
-from masakarimonitors_iim.monitor.registry import Registry
-from masakarimonitors_iim.monitor.results import JournalWriter
+from masakarimonitors_iim.monitor.registry import STOP_EVENTS, Registry
+from masakarimonitors_iim.monitor.results import JournalWriter, trust_guards
 from masakarimonitors_iim.monitor.settings import Settings, load_policy_file
 from masakarimonitors_iim.monitor.systemd import SystemdNotifier
 from masakarimonitors_iim.notifier.base import Notifier
 from masakarimonitors_iim.outbox.sender import Sender
 from masakarimonitors_iim.prober import Prober, RoundOutcome, in_disconnect_grace
-from masakarimonitors_iim.verdict import Verdict
+from masakarimonitors_iim.common.text import one_line
+from masakarimonitors_iim.verdict import ProbeResult, Verdict
 from masakarimonitors_iim.workers import WorkerPool
 
 LOG = logging.getLogger(__name__)
 
 PRUNE_EVERY = 3600.0
-INVENTORY_RETRY = 1.0
 #: Back-off after a failed scheduler iteration (a job whose journal write
 #: failed is retried then): from 1 s, doubling, at most this.
 RETRY_MAX_INTERVAL = 5.0
@@ -47,6 +54,8 @@ RETRY_MAX_INTERVAL = 5.0
 #: that libvirt is unreachable when it was merely not asked yet.
 FIRST_CONNECT_WAIT = 3.0
 FIRST_CONNECT_STEP = 0.1
+#: The longest sleep: the systemd watchdog is pinged from the loop.
+MAX_SLEEP = 1.0
 
 
 class Monitor:
@@ -66,9 +75,14 @@ class Monitor:
         self._db = db
         self._pool = pool
         self._events: queue.Queue[Callable[[], None]] = queue.Queue()
+        self.storm = StormGuard(settings.storm, watched=lambda: self.registry.watched.keys(),
+                                counts_for=lambda uuid: counted(self.results.record(uuid)),
+                                on_change=lambda holding: self.metrics.storm(holding))
+        self.activity = ActivityGuard(window=settings.activity_window, clock=clock)
         self.results = JournalWriter(db, hostname=settings.hostname,
                                      event=settings.notification_event,
-                                     on_queued=lambda: self.sender.wake(), wall=wall)
+                                     on_queued=lambda: self.sender.wake(), wall=wall,
+                                     guards=[self.storm, self.activity])
         self.sender = Sender(self.results.outbox, notifier,
                              retry_interval=settings.retry_interval,
                              retry_max=settings.retry_max,
@@ -80,32 +94,41 @@ class Monitor:
             settings, hypervisor=hypervisor, results=self.results, pool=pool,
             policy_file=load_policy_file(settings.policy_file, initial=True),
             clock=clock, spread=spread)
+        self.results.guards = trust_guards(self.registry.policy_of, self.results,
+                                           self.results.guards)
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._inventory_due = 0.0
+        self.inventory = Inventory(hypervisor, interval=settings.defaults.interval,
+                                   clock=clock, post=self._post, sync=self._synced)
         self._prune_due = 0.0
-        self._listed_once = False
         self._thread: threading.Thread | None = None
-        self._inventory_trouble = LogOnce(LOG)
         self._loop_trouble = LogOnce(LOG)
         # An event or reload whose journal write failed: run again, before
         # anything queued after it, until it is written.
         self._held_job: Callable[[], None] | None = None
         self._journal_lock = journal_lock
         self.metrics = metrics or Metrics(db, hypervisor, wall=wall)
+        self.dispatch = Dispatcher(settings.probe_workers, pool=pool, prober=self._prober,
+                                   clock=clock, wake=self._wake, logger=LOG,
+                                   set_metrics=self.metrics.backlog,
+                                   disconnect_grace=settings.disconnect_grace,
+                                   spread=spread)
         self._systemd = systemd or SystemdNotifier(None)
 
     # -- life cycle ---------------------------------------------------------
     def start(self) -> None:
         s = self.settings
-        LOG.info("starting: host %s, libvirt %s, journal %s, %d probe workers",
-                 s.hostname, s.libvirt_uri, s.journal_path, s.probe_workers)
+        LOG.info("starting: host %s, libvirt %s, journal %s, %d agent slots "
+                 "(probe_workers; at most %d for domains not healthy)",
+                 s.hostname, s.libvirt_uri, s.journal_path, s.probe_workers,
+                 self.dispatch.schedule.suspect_slots)
         if s.sock_path_set:
             LOG.warning("[introspectiveinstancemonitor] qemu_guest_agent_sock_path is set "
                         "but not used: domains are found by their agent channel name")
         self.sender.start()
         self._pool.start()
         self._hv.start()
+        self.inventory.lister.start()
         self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
         self._thread.start()
         self.metrics.start()
@@ -127,6 +150,7 @@ class Monitor:
         self._stop.set()
         self._wake.set()
         self._thread.join(max(0.1, deadline - self._clock()) / 2)
+        self.inventory.lister.stop(0.1)
         self.metrics.stop(min(0.5, max(0.1, deadline - self._clock())))
         for w in list(self.registry.watched.values()):
             self.registry.close_probes(w)   # before libvirt goes: they talk to guests
@@ -219,57 +243,62 @@ class Monitor:
                 if isinstance(job, _Durable):
                     self._held_job = job
                 raise
+        self._apply_outcomes()
         now = self._clock()
-        if now >= self._inventory_due:
-            listed = self._refresh_inventory()
-            # While libvirt is unreachable, look again every second, so a
-            # (re)connection is followed by an inventory at once.
-            self._inventory_due = now + (self.settings.defaults.interval if listed
-                                         else INVENTORY_RETRY)
+        self.inventory.request_if_due(now)
         if now >= self._prune_due:
             self._prune_due = now + PRUNE_EVERY
             self.results.prune()
-        watched = self.registry.watched
-        for w in watched.values():
-            if not w.in_flight and now >= w.next_due:
-                w.in_flight = True
-                w.next_due = now + w.policy.interval
-                self._pool.submit(self._make_job(w))
+        if self.dispatch.start_due(now, self.registry.watched):
+            self._write_status()        # a backlog began or cleared
         if not wait:
             return
-        next_due = min([w.next_due for w in watched.values()] + [self._inventory_due])
-        self._wake.wait(max(0.05, min(1.0, next_due - self._clock())))
+        self._wake.wait(self._sleep_for(now))
 
-    def _refresh_inventory(self) -> bool:
-        """List running domains and hand them to the registry; False when
-        libvirt could not be asked."""
-        try:
-            domains = self._hv.list_running_domains()
-        except HypervisorUnavailable as exc:
-            # One line per outage: its wording changes as the connection
-            # goes from hung to dropped to reconnecting.
-            if not self._inventory_trouble.active():
-                self._inventory_trouble.problem(
-                    "cannot list domains: %s; verdicts are UNKNOWN until libvirt is back",
-                    str(exc) or "libvirt is unreachable")
-            return False
-        self._inventory_trouble.resolved("listing domains works again")
+    def _sleep_for(self, now: float) -> float:
+        """Until the next round is due, the next listing, or (while rounds
+        run) the next batch of outcomes; a finishing round a ready one
+        waits for, an event or a stop wakes the loop sooner."""
+        wake_at = now + MAX_SLEEP
+        due = self.dispatch.wake_at(now)
+        if due is not None:
+            wake_at = min(wake_at, due)
+        listing = self.inventory.wake_at()
+        if listing is not None:
+            wake_at = min(wake_at, listing)
+        return max(0.0, wake_at - self._clock())
+
+    # -- inventory -----------------------------------------------------------
+    def _synced(self, domains: list[DomainInfo], first: bool) -> None:
+        """A listing: (un)watch, mirror the schedule, write the status."""
         # Only the domains found by the first listing are spread.
-        self.registry.sync(domains, spread=not self._listed_once)
-        self._listed_once = True
+        self.registry.sync(domains, spread=first)
+        self._reschedule_all()
         self._write_status()
-        return True
 
-    def _make_job(self, w: Watched) -> Callable[[], None]:
-        """The job carries a frozen spec and the generation, so a restart
-        or a policy reload while it runs cannot mix two rounds."""
-        spec = w.round_spec(self.settings.disconnect_grace)
-        generation = w.generation
+    # -- the schedule ----------------------------------------------------------
+    def _reschedule(self, uuid: str) -> None:
+        rec = self.results.record(uuid)
+        self.dispatch.reschedule(uuid, self.registry.watched.get(uuid),
+                                 rec.state if rec else None)
 
-        def job() -> None:
-            outcome = self._prober.run(spec)
-            self._post(lambda: self._apply_outcome(w, generation, outcome))
-        return job
+    def _reschedule_all(self) -> None:
+        """After a listing or a reload (once an interval, not per wake-up)."""
+        self.dispatch.forget_unwatched(self.registry.watched)
+        for uuid in self.registry.watched:
+            self._reschedule(uuid)
+
+    def _apply_outcomes(self) -> None:
+        """The batch that came back since the last wake-up. One that cannot
+        be written is dropped (the next round brings a fresh one); the
+        rest stay queued for the next iteration."""
+        for w, generation, outcome in self.dispatch.outcomes():
+            try:
+                if outcome is not None:
+                    self._apply_outcome(w, generation, outcome)
+            finally:
+                w.in_flight = False
+                self._reschedule(w.info.uuid)
 
     def _apply_outcome(self, w: Watched, generation: int, outcome: RoundOutcome) -> None:
         uuid = w.info.uuid
@@ -290,20 +319,41 @@ class Monitor:
             log = LOG.warning if result.verdict is Verdict.FAILED else LOG.info
             log("domain %s (%s): %s%s", w.info.name, uuid, result.verdict.value,
                 " (%s)" % result.reason if result.reason else "")
-        self.results.verdict(uuid, w.info.name, result, machine.Thresholds(
-            failure=w.policy.failure_threshold, success=w.policy.success_threshold))
+        self.activity.sample(uuid, outcome.activity)
+        self.results.verdict(uuid, w.info.name, result, w.thresholds())
 
     def _apply_event(self, event: LifecycleEvent) -> None:
         LOG.debug("libvirt event %s %s", event.kind.value, event.uuid)
+        if event.kind is EventKind.CONNECTION_LOST:
+            self._connection_lost(event.detail)
+        if event.kind in STOP_EVENTS or event.kind is EventKind.UNDEFINED:
+            self.inventory.stopped(event.uuid)
         if self.registry.on_event(event):
-            self._inventory_due = 0.0
+            self.inventory.want()
+        self._reschedule(event.uuid)
+
+    def _connection_lost(self, detail: str) -> None:
+        """Every watched domain is UNKNOWN from now on. A round still
+        waiting on the hung libvirtd would otherwise leave the last verdict
+        standing until libvirtd continues; its late outcome is dropped
+        (generation), and new rounds fail at once until the reconnect."""
+        result = ProbeResult.unknown(one_line(
+            "libvirt connection lost (%s); guest health unknown" % (detail or "no reason")))
+        for w in list(self.registry.watched.values()):
+            w.generation += 1
+            previous, w.last_result = w.last_result, result
+            if previous is None or previous.verdict is not Verdict.UNKNOWN:
+                LOG.info("domain %s (%s): UNKNOWN (%s)", w.info.name, w.info.uuid,
+                         result.reason)
+            self.results.verdict(w.info.uuid, w.info.name, result, w.thresholds())
 
     def _apply_reload(self) -> None:
         new = load_policy_file(self.settings.policy_file, initial=False)
         if new is None and self.settings.policy_file:
             return  # invalid: the previous policy stays in force
         self.registry.reload(new)
-        self._inventory_due = 0.0
+        self._reschedule_all()
+        self.inventory.want()
         LOG.info("policy reloaded")
 
     def _write_status(self) -> None:
@@ -315,7 +365,9 @@ class Monitor:
 
     def snapshot(self) -> dict[str, Any]:
         """What ``masakari-iim status`` shows besides the journal."""
-        return self.registry.snapshot(self._wall(), self._clock())
+        return dict(self.registry.snapshot(self._wall(), self._clock()),
+                    storm=self.storm.snapshot(self._wall()),
+                    backlog=self.dispatch.snapshot())
 
 
 class _Durable:

@@ -14,6 +14,7 @@ from oslo_log import log as logging
 from masakarimonitors_iim import conf as iim_conf
 from masakarimonitors_iim import policy as policy_mod
 from masakarimonitors_iim.conf import options
+from masakarimonitors_iim.guards.storm import StormSettings
 
 LOG = logging.getLogger(__name__)
 
@@ -34,6 +35,9 @@ class Settings:
     probe_workers: int = 4
     #: the upstream socket-path option is set (it is accepted, not used)
     sock_path_set: bool = False
+    storm: StormSettings = StormSettings()
+    #: seconds of I/O the activity guard looks back over
+    activity_window: float = 120.0
 
 
 def defaults_from_conf(conf: cfg.ConfigOpts) -> policy_mod.Defaults:
@@ -64,6 +68,11 @@ def settings_from_conf(conf: cfg.ConfigOpts) -> Settings:
         libvirt_uri=conf.libvirt.connection_uri,
         probe_workers=group.probe_workers,
         sock_path_set=group.qemu_guest_agent_sock_path != options.UPSTREAM_SOCK_PATH,
+        storm=StormSettings(min_domains=group.storm_min_domains,
+                            ratio=float(group.storm_ratio),
+                            window=float(group.storm_window),
+                            max_hold=float(group.storm_max_hold)),
+        activity_window=float(group.activity_window),
     )
 
 

@@ -54,7 +54,12 @@ def build_monitor(conf: cfg.ConfigOpts) -> Monitor:
         if monitor is not None:
             monitor.handle_event(event)
     try:
-        hv: HypervisorAPI = Hypervisor(settings.libvirt_uri, on_event=on_event)
+        # One number for concurrent agent calls, end to end: as many worker
+        # threads as libvirt call slots, so a round never waits for a slot
+        # inside the hypervisor layer (which would eat its own timeout);
+        # the scheduler starts rounds only when a slot is free.
+        hv: HypervisorAPI = Hypervisor(settings.libvirt_uri, on_event=on_event,
+                                       max_agent_calls=settings.probe_workers)
         group = conf[options.IIM_GROUP]
         metrics = Metrics(db, hv, wall=time.time, host=group.metrics_host,
                           port=group.metrics_port)

@@ -21,8 +21,13 @@ def explain(policy: EffectivePolicy) -> list[str]:
             shown = "yes" if value else "no (unmonitored by policy)"
         elif field == "probes":
             shown = ", ".join(_probe_text(spec) for spec in value) or "none"
-        elif field in ("interval", "timeout", "startup_grace"):
+        elif field in ("interval", "timeout", "startup_grace", "boot_deadline",
+                       "restart_budget_window", "restart_budget_reset"):
             shown = "%g s" % value
+        elif field == "corroborate":
+            shown = "yes" if value else "no"
+        elif field == "restart_budget" and value == 0:
+            shown = "0 (no budget: every episode is notified)"
         else:
             shown = str(value)
         lines.append("%s: %s  [%s]" % (field, shown, policy.sources.get(field, "?")))

@@ -16,6 +16,8 @@ from typing import Any, Mapping
 
 from masakarimonitors_iim.common.text import one_line
 from masakarimonitors_iim.policy.model import (
+    BOOL_FIELDS,
+    CHOICE_FIELDS,
     DEFAULT_INSTANCE_KEYS,
     INSTANCE_KEY_ORIGINS,
     MAP_MATCH_KEYS,
@@ -36,7 +38,8 @@ MAX_FILE_BYTES = 1024 * 1024
 FORMAT_VERSION = 1
 
 _TOP_KEYS = ("version", "rules", "probe_sets", "instance_keys", "tenant_limits")
-_RULE_KEYS = ("name", "match", "enabled", "probes", "probe_set") + tuple(SCALAR_FIELDS)
+_RULE_KEYS = ("name", "match", "probes", "probe_set") + BOOL_FIELDS + tuple(
+    CHOICE_FIELDS) + tuple(SCALAR_FIELDS)
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 #: Longest message, in characters: a file can be up to 1 MiB, a message
 #: quoting it must still be one line an operator can read.
@@ -181,11 +184,18 @@ def _rule(check: _Checker, index: int, raw: Any,
     _reject_unknown(check, where, raw, _RULE_KEYS)
 
     values: dict[str, Any] = {}
-    if "enabled" in raw:
-        if not isinstance(raw["enabled"], bool):
-            raise check.error(where, "enabled", "must be true or false, got %s"
-                              % _shown(raw["enabled"]))
-        values["enabled"] = raw["enabled"]
+    for field in BOOL_FIELDS:
+        if field in raw:
+            if not isinstance(raw[field], bool):
+                raise check.error(where, field, "must be true or false, got %s"
+                                  % _shown(raw[field]))
+            values[field] = raw[field]
+    for field, choices in CHOICE_FIELDS.items():
+        if field in raw:
+            if raw[field] not in choices:
+                raise check.error(where, field, "must be one of %s, got %s"
+                                  % (", ".join(choices), _shown(raw[field])))
+            values[field] = raw[field]
     for field, (kind, low, high) in SCALAR_FIELDS.items():
         if field in raw:
             values[field] = _scalar(check, where, field, raw[field], kind, low, high)

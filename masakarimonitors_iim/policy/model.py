@@ -30,6 +30,15 @@ class EffectivePolicy:
     failure_threshold: int
     success_threshold: int
     startup_grace: float
+    #: the trust fields (issue 8); defaults here so callers that predate
+    #: them keep working. See doc/source/scenarios.rst for the numbers.
+    action: str = "notify"
+    boot_deadline: float = 240.0
+    boot_report: str = "seen-before"
+    restart_budget: int = 3
+    restart_budget_window: float = 86400.0
+    restart_budget_reset: float = 3600.0
+    corroborate: bool = True
     #: field name -> where its value came from ("config", "rule 'x'", ...)
     sources: dict[str, str] = dataclasses.field(default_factory=dict)
     #: names of the policy-file rules that matched, in the order applied
@@ -49,10 +58,34 @@ class Defaults:
     startup_grace: float = 0.0
     probes: tuple[ProbeSpec, ...] = (ProbeSpec("ping"),)
     enabled: bool = True
+    action: str = "notify"
+    #: vSphere HA's middle "minimum uptime" (120/240/480 s): long enough
+    #: for a TCG-emulated or heavily loaded guest to boot its agent.
+    boot_deadline: float = 240.0
+    boot_report: str = "seen-before"
+    #: vSphere HA VM Monitoring's default: 3 resets per 24 h per VM.
+    restart_budget: int = 3
+    restart_budget_window: float = 86400.0
+    restart_budget_reset: float = 3600.0
+    corroborate: bool = True
 
 
 FIELDS = ("enabled", "probes", "interval", "timeout", "failure_threshold",
-          "success_threshold", "startup_grace")
+          "success_threshold", "startup_grace", "action", "boot_deadline",
+          "boot_report", "restart_budget", "restart_budget_window",
+          "restart_budget_reset", "corroborate")
+
+#: Yes/no fields, and fields that take one of a few words.
+BOOL_FIELDS = ("enabled", "corroborate")
+CHOICE_FIELDS: dict[str, tuple[str, ...]] = {
+    "action": ("notify", "observe"),
+    "boot_report": ("seen-before", "always"),
+}
+#: Fields no image property may set (a tenant could otherwise switch its
+#: VM's reporting off silently: observe mode, a budget of 0, corroboration
+#: off or on); flavor extra specs (chosen by the operator) and rules may.
+OPERATOR_ONLY_FIELDS = ("action", "boot_deadline", "boot_report", "restart_budget",
+                        "restart_budget_window", "restart_budget_reset", "corroborate")
 
 #: field -> (kind, minimum, maximum), shared by rules and per-instance keys.
 SCALAR_FIELDS: dict[str, tuple[str, float, float]] = {
@@ -61,6 +94,12 @@ SCALAR_FIELDS: dict[str, tuple[str, float, float]] = {
     "failure_threshold": ("integer", 1, 100),
     "success_threshold": ("integer", 1, 100),
     "startup_grace": ("number", 0, 86400),
+    "boot_deadline": ("number", 1, 86400),
+    #: 0: no budget (every episode is notified)
+    "restart_budget": ("integer", 0, 1000),
+    #: at most the 7 days delivered notifications are kept (the count)
+    "restart_budget_window": ("number", 60, 7 * 86400),
+    "restart_budget_reset": ("number", 0, 30 * 86400),
 }
 
 INSTANCE_KEY_PREFIX = "masakari_iim:"

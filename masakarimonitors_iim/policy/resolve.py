@@ -16,8 +16,11 @@ from typing import Any, Mapping
 from masakarimonitors_iim.common.text import one_line
 from masakarimonitors_iim.hypervisor.types import DomainInfo
 from masakarimonitors_iim.policy.model import (
+    BOOL_FIELDS,
+    CHOICE_FIELDS,
     DEFAULT_INSTANCE_KEYS,
     FIELDS,
+    OPERATOR_ONLY_FIELDS,
     INSTANCE_KEY_ORIGINS,
     INSTANCE_KEY_PREFIX,
     SCALAR_FIELDS,
@@ -81,7 +84,11 @@ def resolve(defaults: Defaults, domain: DomainInfo,
                 shown = one_line(metadata[key], _SHOWN_VALUE_CHARS)
                 clamped = ""
                 if not problem and origin == "image_properties":
-                    if field == "probe_set":
+                    if field in OPERATOR_ONLY_FIELDS:
+                        problem = ("only the operator (a policy rule or a flavor extra "
+                                   "spec) may set %s: an image property could switch "
+                                   "its VM's reporting off unseen" % field)
+                    elif field == "probe_set":
                         problem = refuse_probe_set(str(metadata[key]).strip(), limits)
                     else:
                         value, clamped = bound(field, value, operator[field], limits)
@@ -108,7 +115,11 @@ def _instance_value(field: str, raw: Any, probe_sets: Mapping[str, tuple[ProbeSp
                     ) -> tuple[Any, str]:
     """Parse one per-instance value: (value, "") or (None, problem)."""
     text = str(raw).strip()
-    if field == "enabled":
+    if field in CHOICE_FIELDS:
+        if text in CHOICE_FIELDS[field]:
+            return text, ""
+        return None, "must be one of %s" % ", ".join(CHOICE_FIELDS[field])
+    if field in BOOL_FIELDS:
         if text.lower() in _TRUE:
             return True, ""
         if text.lower() in _FALSE:
@@ -129,7 +140,8 @@ def _instance_value(field: str, raw: Any, probe_sets: Mapping[str, tuple[ProbeSp
             return None, "must be a %s between %g and %g" % (kind, low, high)
         return number, ""
     return None, "unknown key (known: %s)" % ", ".join(
-        INSTANCE_KEY_PREFIX + f for f in ("enabled", "probe_set", *SCALAR_FIELDS))
+        INSTANCE_KEY_PREFIX + f
+        for f in (*BOOL_FIELDS, *CHOICE_FIELDS, "probe_set", *SCALAR_FIELDS))
 
 
 def _probe_notes(probes: tuple[ProbeSpec, ...], interval: float,

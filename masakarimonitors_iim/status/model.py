@@ -17,6 +17,7 @@ from typing import Any, Iterable, Mapping
 from masakarimonitors_iim.common.text import one_line
 from masakarimonitors_iim.db import Database
 from masakarimonitors_iim.journal.machine import Record
+from masakarimonitors_iim.journal.machine import State
 from masakarimonitors_iim.journal.store import JournalStore
 from masakarimonitors_iim.outbox.store import PENDING, OutboxEntry, OutboxStore
 from masakarimonitors_iim.status.snapshot import read_snapshot, status_path
@@ -60,6 +61,13 @@ class DomainView:
     probes: tuple[ProbeView, ...] = ()
     startup_grace_until: float | None = None
     disconnect_grace_until: float | None = None
+    #: why a due report is held by a guard ("" when none), from the journal
+    held: str = ""
+    #: "booting, deadline in N s" / "never came up ..." while in DISCOVERY
+    boot: str = ""
+    #: libvirt's agent response timeout the monitor set on the domain
+    #: (only while its agent is suspect); None: libvirt's default
+    agent_timeout: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +93,41 @@ class NotificationView:
 
 
 @dataclasses.dataclass(frozen=True)
+class StormView:
+    """The storm guard as the running monitor last saw it
+    (:mod:`masakarimonitors_iim.guards.storm`)."""
+
+    enabled: bool
+    holding: bool
+    #: when it tripped (holding) or last cleared; None: never
+    since: float | None
+    #: holding, but below the trip condition since; None otherwise
+    calm_since: float | None
+    failing: int
+    watched: int
+    #: failing domains that trip it, with this many watched
+    needed: int
+    window: float
+    #: seconds after which a hold releases by itself; 0: not in the snapshot
+    max_hold: float = 0.0
+    #: holding: when it releases the held reports at the latest
+    releases_at: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class BacklogView:
+    """Probe rounds due and waiting for an agent slot, as the running
+    monitor last wrote (:mod:`masakarimonitors_iim.monitor.backlog`)."""
+
+    overdue: int
+    oldest_seconds: float
+    healthy: int
+    suspect: int
+    slots: int
+    suspect_slots: int
+
+
+@dataclasses.dataclass(frozen=True)
 class StatusView:
     now: float
     journal_path: str
@@ -94,6 +137,10 @@ class StatusView:
     snapshot_at: float | None
     domains: tuple[DomainView, ...]
     notifications: tuple[NotificationView, ...]
+    #: None: no snapshot, or one from a monitor without the guard
+    storm: StormView | None = None
+    #: None: no snapshot, or one from a monitor without a backlog count
+    backlog: BacklogView | None = None
 
 
 def load(journal_path: str, now: float, retry_max: int | None = None) -> StatusView:
@@ -138,7 +185,11 @@ def build_view(records: Iterable[Record], entries: Iterable[OutboxEntry],
             listed=rec.uuid in monitored,
             probes=tuple(_probe(p) for p in _list(live.get("probes"))),
             startup_grace_until=_time(live.get("startup_grace_until")),
-            disconnect_grace_until=_time(live.get("disconnect_grace_until"))))
+            disconnect_grace_until=_time(live.get("disconnect_grace_until")),
+            held=_clean(rec.held),
+            agent_timeout=_time(live.get("agent_timeout")),
+            boot=_boot(rec, _time(live.get("boot_deadline")), live.get("boot_report"),
+                       now)))
     for uuid, why in unmonitored.items():
         seen = _mapping(unmonitored_names.get(uuid))
         domains.append(DomainView(
@@ -151,7 +202,34 @@ def build_view(records: Iterable[Record], entries: Iterable[OutboxEntry],
         now=now, journal_path=journal_path, journal_found=journal_found,
         host=_clean(snap.get("host"), NAME_LIMIT), snapshot_at=_time(snap.get("written_at")),
         domains=tuple(domains),
-        notifications=tuple(_notification(e, names, retry_max) for e in entries))
+        notifications=tuple(_notification(e, names, retry_max) for e in entries),
+        storm=_storm(snap.get("storm")), backlog=_backlog(snap.get("backlog")))
+
+
+def _backlog(raw: Any) -> BacklogView | None:
+    if not isinstance(raw, Mapping):
+        return None
+    lanes = _mapping(raw.get("lanes"))
+    return BacklogView(overdue=_count(raw.get("overdue")),
+                       oldest_seconds=_time(raw.get("oldest_seconds")) or 0.0,
+                       healthy=_count(lanes.get("healthy")), suspect=_count(lanes.get("suspect")),
+                       slots=_count(raw.get("slots")),
+                       suspect_slots=_count(raw.get("suspect_slots")))
+
+
+def _storm(raw: Any) -> StormView | None:
+    if not isinstance(raw, Mapping):
+        return None
+    return StormView(enabled=raw.get("enabled") is True, holding=raw.get("holding") is True,
+                     since=_time(raw.get("since")), calm_since=_time(raw.get("calm_since")),
+                     failing=_count(raw.get("failing")), watched=_count(raw.get("watched")),
+                     needed=_count(raw.get("needed")), window=_time(raw.get("window")) or 0.0,
+                     max_hold=_time(raw.get("max_hold")) or 0.0,
+                     releases_at=_time(raw.get("releases_at")))
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def select(view: StatusView, domain: str) -> StatusView | None:
@@ -179,6 +257,25 @@ def _notification(e: OutboxEntry, names: Mapping[str, str],
         engine_checked_at=e.engine_checked_at,
         overdue=(e.status == PENDING and retry_max is not None
                  and e.attempts >= max(retry_max, 1)))
+
+
+def _boot(rec: Record, seconds: float | None, boot_report: Any, now: float) -> str:
+    """Where a domain in DISCOVERY stands against its boot deadline (the
+    running monitor's snapshot says how long it is; the journal's
+    DISCOVERY ``since`` is when the boot was seen)."""
+    if rec.state is not State.DISCOVERY or seconds is None:
+        return ""
+    deadline = rec.since + seconds
+    loop = " (%d restarts)" % (rec.boots - 1) if rec.boots > 1 else ""
+    if now < deadline:
+        return "booting%s, deadline in %d s" % (loop, max(1, int(deadline - now + 0.999)))
+    if rec.seen_healthy:
+        return "never came up%s: its agent answered in an earlier boot" % loop
+    if boot_report == "always":
+        return ("never came up%s: its agent never answered (reported: boot_report always)"
+                % loop)
+    return ("never came up%s: its agent never answered (not reported: boot_report "
+            "seen-before)" % loop)
 
 
 def _probe(raw: Any) -> ProbeView:

@@ -25,7 +25,10 @@ known; durations are seconds. Version 1::
         "probes": [{"name": "ping", "verdict": "HEALTHY", "reason": "",
                     "seconds": 0.003, "skipped": false, "at": TIME|null}],
         "startup_grace_until": TIME|null,
-        "disconnect_grace_until": TIME|null
+        "disconnect_grace_until": TIME|null,
+        "held": "...",                   # why a due report is held ("" none)
+        "boot": "...",                   # "booting, deadline in N s", "never came up ..."
+        "agent_timeout": N|null          # seconds set in libvirt while suspect; null: default
       }],
       "notifications": [{
         "id": 1, "instance_uuid": "...", "name": "instance-00000001",
@@ -37,7 +40,22 @@ known; durations are seconds. Version 1::
         "engine_status": "new"|"running"|"finished"|"failed"|"ignored"|"error"|"",
         "engine_checked_at": TIME|null,
         "overdue": false                 # pending after [callback] retry_max attempts
-      }]
+      }],
+      "storm": null|{                    # the storm guard, from the monitor's snapshot
+        "enabled": true, "holding": false,
+        "since": TIME|null,              # when it tripped (holding) or last cleared
+        "calm_since": TIME|null,         # holding, but below the trip condition since
+        "failing": 0, "watched": 3,      # domains failing now, domains monitored
+        "needed": 3,                     # failing domains that trip it
+        "window": 120,                   # seconds
+        "max_hold": 1800,                # seconds after which a hold releases by itself
+        "releases_at": TIME|null         # holding: the release at the latest
+      },
+      "backlog": null|{                  # probe rounds waiting for an agent slot
+        "overdue": 0, "oldest_seconds": 0.0,
+        "healthy": 0, "suspect": 0,      # of them, by lane
+        "slots": 4, "suspect_slots": 3   # probe_workers; the share of domains not healthy
+      }
     }
 
 ``generated_time`` is the notification's own field, exactly as sent to
@@ -50,7 +68,8 @@ import datetime
 import json
 from typing import Any
 
-from masakarimonitors_iim.status.model import DomainView, NotificationView, StatusView
+from masakarimonitors_iim.status.model import (
+    DomainView, NotificationView, StatusView, StormView)
 
 VERSION = 1
 
@@ -69,7 +88,16 @@ def as_dict(view: StatusView) -> dict[str, Any]:
         "snapshot_written_at": iso(view.snapshot_at),
         "domains": [_domain(d) for d in view.domains],
         "notifications": [_notification(n) for n in view.notifications],
+        "storm": _storm(view.storm),
+        "backlog": dataclasses.asdict(view.backlog) if view.backlog else None,
     }
+
+
+def _storm(s: StormView | None) -> dict[str, Any] | None:
+    if s is None:
+        return None
+    return dict(dataclasses.asdict(s), since=iso(s.since), calm_since=iso(s.calm_since),
+                releases_at=iso(s.releases_at))
 
 
 def iso(timestamp: float | None) -> str | None:
@@ -89,6 +117,7 @@ def _domain(d: DomainView) -> dict[str, Any]:
                    for p in d.probes],
         "startup_grace_until": iso(d.startup_grace_until),
         "disconnect_grace_until": iso(d.disconnect_grace_until),
+        "held": d.held, "boot": d.boot, "agent_timeout": d.agent_timeout,
     }
 
 

@@ -14,7 +14,7 @@ from typing import Sequence
 
 from masakarimonitors_iim.common.text import one_line
 from masakarimonitors_iim.status.model import (
-    UNMONITORED, DomainView, NotificationView, StatusView)
+    UNMONITORED, BacklogView, DomainView, NotificationView, StatusView, StormView)
 
 #: Caps for the text table only (JSON has the full texts).
 DISPLAY_NAME_WIDTH = 40
@@ -79,7 +79,52 @@ def _header(view: StatusView) -> list[str]:
     outbox = collections.Counter(n.status for n in view.notifications)
     lines.append("domains: %d%s; notifications: %d%s" % (
         len(view.domains), _counts(states), len(view.notifications), _counts(outbox)))
+    if view.storm is not None:
+        lines.append(storm_line(view.now, view.storm))
+    if view.backlog is not None:
+        lines.append(backlog_line(view.backlog))
     return lines
+
+
+def backlog_line(b: BacklogView) -> str:
+    """Rounds waiting for an agent slot: hung guests beyond what the slots
+    confirm per interval are detected that much later."""
+    slots = "%d agent slots, %d for domains not healthy" % (b.slots, b.suspect_slots)
+    if not b.overdue:
+        return "probe backlog: none (%s)" % slots
+    return ("probe backlog: %d rounds waiting for an agent slot (%d healthy, %d suspect), "
+            "the oldest for %.1f s; failures are detected that much later (%s; see "
+            "Sizing in the operations guide)" % (b.overdue, b.healthy, b.suspect,
+                                                  b.oldest_seconds, slots))
+
+
+def storm_line(now: float, s: StormView) -> str:
+    """The host-level storm guard, one line."""
+    if not s.enabled:
+        return "storm guard: off"
+    if not s.holding:
+        return ("storm guard: not holding (%d of %d domains failing; holds when %d begin "
+                "failing within %d s)" % (s.failing, s.watched, s.needed, s.window))
+    since = s.since if s.since is not None else now
+    line = ("storm guard: HOLDING notifications since %s (for %s): %d of %d domains "
+            "failing; the host, libvirt or storage is the likely cause"
+            % (utc(since), ago(now - since), s.failing, s.watched))
+    if s.calm_since is not None:
+        line += "; clears in %s if it stays below %d" % (
+            ago(s.calm_since + s.window - now), s.needed)
+    else:
+        line += "; clears %d s after fewer than %d fail" % (s.window, s.needed)
+    if s.releases_at is not None:
+        line += "; releases held reports at %s at the latest" % _clock(now, s.releases_at)
+    return line
+
+
+def _clock(now: float, timestamp: float) -> str:
+    """The time of day alone when it is today (UTC), as a hold usually
+    ends within the hour; the date too otherwise."""
+    day = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).date()
+    when = datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc)
+    return when.strftime("%H:%M:%S UTC") if when.date() == day else utc(timestamp)
 
 
 def _counts(counter: collections.Counter[str]) -> str:
@@ -96,11 +141,13 @@ def _domain_row(view: StatusView, d: DomainView) -> list[str]:
     probes = ["%s %s %s" % (p.name, "skipped" if p.skipped else p.verdict,
                             ago(now - p.at) if p.at is not None else "?")
               for p in d.probes]
-    why = [d.reason, d.note]
+    why = ["held: " + d.held if d.held else "", d.boot, d.reason, d.note,
+           "agent timeout %g s (set while suspect)" % d.agent_timeout
+           if d.agent_timeout is not None else ""]
     if view.snapshot_at is not None and not d.listed:
         why.append("not in the monitor's last listing (not running?)")
     return [d.uuid, d.name or "-", one_line(d.display_name, DISPLAY_NAME_WIDTH) or "-",
-            d.state, ago(now - d.since) if d.since else "-",
+            d.state + (" (held)" if d.held else ""), ago(now - d.since) if d.since else "-",
             "-" if d.state == UNMONITORED else str(d.failures),
             d.verdict or "-",
             ", ".join("%s %s" % (w, ago(u - now)) for w, u in graces) or "-",

@@ -22,8 +22,9 @@ from collections.abc import Iterator
 
 import pytest
 
-#: libvirt keepalive as the monitor sets it: a probe every 5 s, dead after
-#: 3 unanswered, so a hung libvirtd is noticed within about 20 s.
+#: The monitor's stall limit (keepalive_interval x (keepalive_count + 1)):
+#: a call unanswered this long, with no other call answered meanwhile,
+#: marks the connection lost, so a hung libvirtd is noticed within ~20 s.
 KEEPALIVE_DEAD_AFTER = 5 * (3 + 1)
 
 

@@ -1,6 +1,7 @@
 """The one SQLite database: opening, migrating, transactions, durability, errors."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sqlite3
@@ -46,9 +47,10 @@ def test_creates_parent_dir_with_wal_full_and_schema_version(tmp_path):
 
 def test_transaction_commits_its_statements_together(db):
     with db.transaction() as tx:
-        save_args = ("u", "vm", "HEALTHY", 0, 0, 0, None, "", 1.0, None, 0, 1.0)
+        save_args = ("u", "vm", "HEALTHY", 0, 0, 0, None, "", 1.0, None, 0, 1.0,
+                     "", "", 0)
         assert tx.execute("INSERT INTO journal VALUES "
-                          "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", save_args) == 1
+                          "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", save_args) == 1
         assert [r["uuid"] for r in tx.query("SELECT uuid FROM journal")] == ["u"]
         assert [r["uuid"] for r in db.query("SELECT uuid FROM journal")] == ["u"]
     with Database(db.path) as other:
@@ -247,7 +249,7 @@ def test_v1_rows_count_every_attempt_as_maybe_landed(tmp_path):
         [entry] = OutboxStore(d).pending()
         assert (entry.attempts, entry.maybe_landed) == (3, 3)
         assert not entry.restamp_due
-    assert user_version(path) == db_mod.SCHEMA_VERSION == 3
+    assert user_version(path) == db_mod.SCHEMA_VERSION == 4
 
 
 MU = "0f7e6c58-0000-4000-8000-000000000001"
@@ -356,3 +358,42 @@ def test_read_only_does_not_migrate(tmp_path):
         [entry] = OutboxStore(ro).pending()
         assert (entry.attempts, entry.maybe_landed) == (2, 2)
     assert user_version(path) == 1
+
+
+def make_v3(path):
+    """A journal written by the schema-3 monitor: one FAILING domain."""
+    conn = sqlite3.connect(str(path))
+    for stmt in db_mod._SCHEMA_V1 + db_mod._SCHEMA_V2 + db_mod._SCHEMA_V3:
+        conn.execute(stmt)
+    conn.execute("INSERT INTO journal VALUES (?, 'vm', 'FAILING', 2, 0, 1, "
+                 "'FAILED', 'agent hung', 5.0, 4.0, 1, 6.0)", (UUID,))
+    conn.execute("PRAGMA user_version = 3")
+    conn.commit()
+    conn.close()
+
+
+def test_v3_file_migrates_to_no_hold_and_an_unknown_boot(tmp_path):
+    path = tmp_path / "j.db"
+    make_v3(path)
+    with Database(str(path)) as d:
+        rec = JournalStore(d).get(UUID)
+        assert rec is not None
+        assert (rec.state.value, rec.failures, rec.episode, rec.held, rec.boot_id) == (
+            "FAILING", 2, 1, "", "")
+        JournalStore(d).save(dataclasses.replace(rec, held="observe only", boot_id="b1"))
+    assert user_version(path) == db_mod.SCHEMA_VERSION == 4
+    with Database(str(path), read_only=True) as ro:
+        rec = JournalStore(ro).get(UUID)
+        assert rec is not None and (rec.held, rec.boot_id) == ("observe only", "b1")
+
+
+def test_status_reads_a_v3_file_the_old_monitor_still_writes(tmp_path):
+    """After a package upgrade, before the monitor restarts: the read-only
+    reader does not migrate, and must not crash on the missing columns."""
+    path = tmp_path / "j.db"
+    make_v3(path)
+    with Database(str(path), read_only=True) as ro:
+        [rec] = JournalStore(ro).all()
+        assert (rec.state.value, rec.failures, rec.held, rec.boot_id) == (
+            "FAILING", 2, "", "")
+    assert user_version(path) == 3

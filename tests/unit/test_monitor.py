@@ -14,6 +14,7 @@ from masakarimonitors_iim.journal.machine import State
 from masakarimonitors_iim.monitor import Monitor
 from masakarimonitors_iim.monitor.settings import settings_from_conf
 from masakarimonitors_iim.notifier.base import DeliveryOutcome, DeliveryStatus, Notifier
+from masakarimonitors_iim.verdict import Verdict
 from masakarimonitors_iim.workers import WorkerPool
 from tests.unit.fakes import FakeAgent, FakeHypervisor, InlinePool
 
@@ -277,6 +278,8 @@ def test_blocked_exec_probe_is_unknown_but_ping_failures_still_count(conf, tmp_p
     def command(self, name, arguments=None, timeout=2.0):
         if name == "guest-info":
             return info
+        if name == "guest-fsfreeze-status":
+            return "thawed"   # asked at discovery: a freeze lists guest-exec disabled too
         assert name == "guest-ping", "a blocked RPC was called: %s" % name
         return real_command(self, name, arguments, timeout)
 
@@ -732,3 +735,26 @@ def test_a_libvirt_outage_is_one_log_line_whatever_its_wording(conf, caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert len([m for m in messages if "cannot list domains" in m]) == 1
     assert len([m for m in messages if "listing domains works again" in m]) == 1
+
+
+def test_a_lost_libvirt_connection_makes_every_verdict_unknown_at_once(conf, caplog):
+    """A round still waiting on a hung libvirtd returns only when libvirtd
+    continues: the loss itself must make the verdicts UNKNOWN (never
+    counted), or status would show the last HEALTHY all along."""
+    rig = Rig(conf)
+    rig.hv.add(A, "vm-a")
+    rig.hv.add(B, "vm-b")
+    rig.rounds(2)
+    generation = rig.mon.registry.watched[A].generation
+    rig.mon.handle_event(LifecycleEvent(EventKind.CONNECTION_LOST, detail="libvirtd answered "
+                                        "no call for 20 s"))
+    rig.mon.step(wait=False)
+    for uuid in (A, B):
+        w = rig.mon.registry.watched[uuid]
+        assert w.last_result.verdict is Verdict.UNKNOWN, w.last_result
+        assert "libvirt connection lost (libvirtd answered no call" in w.last_result.reason
+        assert rig.state(uuid) is State.HEALTHY     # UNKNOWN moved nothing
+        assert rig.journal.get(uuid).last_verdict is Verdict.UNKNOWN
+    # a round that was waiting meanwhile is stale when it returns
+    assert rig.mon.registry.watched[A].generation == generation + 1
+    assert rig.notifier.sent == []

@@ -268,7 +268,8 @@ def test_json_version_1_shape():
         snapshot, NOW, PATH)
     data = json.loads(render_json.render(view))
     assert list(data) == ["version", "host", "generated_at", "journal", "journal_found",
-                          "snapshot_written_at", "domains", "notifications"]
+                          "snapshot_written_at", "domains", "notifications", "storm",
+                          "backlog"]
     assert data["version"] == 1 and data["host"] == "compute-1"
     assert data["generated_at"] == "2023-11-14T22:13:20Z"
     assert data["snapshot_written_at"] == "2023-11-14T22:13:17Z"
@@ -280,7 +281,8 @@ def test_json_version_1_shape():
         "listed": True,
         "probes": [{"name": "ping", "verdict": "HEALTHY", "reason": "", "seconds": 0.003,
                     "skipped": False, "at": "2023-11-14T22:13:16Z"}],
-        "startup_grace_until": None, "disconnect_grace_until": "2023-11-14T22:14:40Z"}
+        "startup_grace_until": None, "disconnect_grace_until": "2023-11-14T22:14:40Z",
+        "held": "", "boot": "", "agent_timeout": None}
     (n, answered) = data["notifications"]
     assert {k: answered[k] for k in ("id", "status", "settled_at", "masakari_uuid",
                                      "engine_status", "engine_checked_at")} == {
@@ -381,3 +383,18 @@ def test_overdue_is_pending_past_retry_max(status, attempts, retry_max, overdue)
     assert n.overdue is overdue
     assert json.loads(render_json.render(view))["notifications"][0]["overdue"] is overdue
     assert ("OVERDUE; next attempt" in render_text.render(view)) is overdue
+
+
+@pytest.mark.parametrize("agent_timeout,shown", [
+    (2, "agent timeout 2 s (set while suspect)"),
+    (None, ""),             # libvirt's default: healthy domains carry no trace
+    ("2", ""),              # an odd snapshot value is not trusted
+])
+def test_agent_timeout_in_force_is_shown(agent_timeout, shown):
+    row = dict(live("instance-00000001"), agent_timeout=agent_timeout)
+    view = model.build_view([record(U1, "instance-00000001")], [], snap({U1: row}), NOW, PATH)
+    (d,) = view.domains
+    assert d.agent_timeout == (2.0 if shown else None)
+    text = render_text.render(view)
+    assert (shown in text) if shown else ("agent timeout" not in text)
+    assert json.loads(render_json.render(view))["domains"][0]["agent_timeout"] == d.agent_timeout

@@ -13,7 +13,8 @@ import pytest
 from oslo_config import cfg
 
 from masakarimonitors_iim import conf as iim_conf
-from masakarimonitors_iim.db import Database
+from masakarimonitors_iim.db import Database, DatabaseError
+from masakarimonitors_iim.hypervisor.types import EventKind, LifecycleEvent
 from masakarimonitors_iim.monitor import service
 from masakarimonitors_iim.monitor.service import Monitor
 from masakarimonitors_iim.monitor.settings import settings_from_conf
@@ -217,17 +218,18 @@ def test_the_watchdog_is_pinged_only_while_the_scheduler_loop_turns(conf, sd_soc
     mon = make_monitor(conf, hv, SystemdNotifier(sd_socket.sock.getsockname(), 0.05))
     stuck, release = threading.Event(), threading.Event()
 
-    def hung_listing():
+    def hung_journal(uuid):
         stuck.set()
         release.wait(10)
-        return []
     mon.start()
     try:
         sd_socket.wait_for("READY=1", 5)
         sd_socket.wait_for("WATCHDOG=1", 3)
         sd_socket.wait_for("WATCHDOG=1", 3)
-        # The next inventory (due within the 1 s interval) hangs the loop.
-        hv.list_running_domains = hung_listing
+        # A journal write that hangs the loop (the listing runs on a
+        # thread of its own and cannot).
+        mon.results.restarted = hung_journal
+        mon.handle_event(LifecycleEvent(EventKind.STARTED, A, "vm-a"))
         assert stuck.wait(5)
         sd_socket.read()                      # what was sent before it hung
         time.sleep(1.0)                      # 20 ping intervals
@@ -243,12 +245,14 @@ def test_a_scheduler_that_fails_every_iteration_does_not_ping(conf, sd_socket):
     hv = FakeHypervisor()
     mon = make_monitor(conf, hv, SystemdNotifier(sd_socket.sock.getsockname(), 0.05))
 
-    def broken_listing():
-        raise RuntimeError("disk full")
+    def broken_journal(uuid):
+        raise DatabaseError("disk full")
     mon.start()
     try:
         sd_socket.wait_for("READY=1", 5)
-        hv.list_running_domains = broken_listing
+        # A journal write that fails every iteration (the event is retried).
+        mon.results.restarted = broken_journal
+        mon.handle_event(LifecycleEvent(EventKind.STARTED, A, "vm-a"))
         sd_socket.wait_for("STATUS=scheduler iteration failed: disk full", 5)
         sd_socket.read()
         time.sleep(1.0)
@@ -334,7 +338,7 @@ def test_the_sample_unit_runs_the_monitor_as_a_notify_service_with_a_watchdog():
     assert svc["ExecStart"].split() == [
         "masakari-iim", "--config-file", "/etc/masakarimonitors/masakarimonitors.conf"]
     # the watchdog period must leave the 1 s scheduler tick room to ping
-    assert int(svc["WatchdogSec"]) / 2 > service.INVENTORY_RETRY
+    assert int(svc["WatchdogSec"]) / 2 > service.MAX_SLEEP
     setup = configparser.ConfigParser(interpolation=None)
     setup.read(os.path.join(ROOT, "setup.cfg"))
     assert "etc/systemd/*" in setup["files"]["data_files"]

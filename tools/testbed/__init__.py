@@ -237,10 +237,13 @@ class Testbed:
         agent: bool = True,
         blocked_rpcs: list[str] | tuple[str, ...] = (),
         nova_metadata: dict[str, str] | None = None,
+        disk: bool = False,
     ) -> str:
-        """Define and boot a guest; return its UUID (does not wait for the agent)."""
+        """Define and boot a guest; return its UUID (does not wait for the agent).
+        ``disk``: with an ext4 data disk mounted at /data in the guest."""
         return self._guests().create(
-            name, agent=agent, blocked_rpcs=blocked_rpcs, nova_metadata=nova_metadata
+            name, agent=agent, blocked_rpcs=blocked_rpcs, nova_metadata=nova_metadata,
+            disk=disk,
         )
 
     def wait_agent(self, name: str, timeout: float = 60) -> None:
@@ -253,6 +256,13 @@ class Testbed:
 
     def freeze_agent(self, name: str) -> None:
         self._guests().freeze_agent(name)
+
+    def agent_command(
+        self, name: str, command: str, arguments: dict[str, Any] | None = None, timeout: int = 5
+    ) -> Any:
+        """One qemu-ga command (e.g. guest-fsfreeze-freeze); its ``return``
+        value. Raises GuestAgentError when the agent refuses or fails."""
+        return self._guests().agent(name, command, arguments, timeout=timeout)
 
     def set_app_state(self, name: str, state: str) -> None:
         """Put the demo application in ``healthy``, ``hung`` or ``exited``.

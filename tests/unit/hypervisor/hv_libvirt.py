@@ -87,16 +87,19 @@ class Domains:
         self.conn = REAL_OPEN(URI)
         self.made: list[libvirt.virDomain] = []
 
-    def xml(self, agent: bool = True, nova: bool = False) -> str:
+    def xml(self, agent: bool = True, nova: bool = False, devices: str = "") -> str:
         name = "hvtest-" + uuidlib.uuid4().hex[:10]
         channel = ("<channel type='unix'><target type='virtio' "
                    "name='org.qemu.guest_agent.0'/></channel>") if agent else ""
         return ("<domain type='test'><name>%s</name>%s<memory>65536</memory>"
-                "<os><type>hvm</type></os><devices>%s</devices></domain>"
-                % (name, NOVA_METADATA if nova else "", channel))
+                "<os><type>hvm</type></os><devices>%s%s</devices></domain>"
+                % (name, NOVA_METADATA if nova else "", devices, channel))
 
-    def make(self, start: bool = True, agent: bool = True, nova: bool = False) -> libvirt.virDomain:
-        dom = self.conn.defineXML(self.xml(agent, nova))
+    def make(self, start: bool = True, agent: bool = True, nova: bool = False,
+             devices: str = "") -> libvirt.virDomain:
+        """``devices``: more device XML (disks, interfaces); the test
+        driver keeps counters for them (derived from the clock)."""
+        dom = self.conn.defineXML(self.xml(agent, nova, devices))
         self.made.append(dom)
         if start:
             dom.create()

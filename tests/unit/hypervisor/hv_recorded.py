@@ -49,6 +49,12 @@ TEST_DRIVER_RESPONSE_TIMEOUT = (3, 20, "this function is not supported by the co
                                        "driver: virDomainAgentSetResponseTimeout")
 TEST_DRIVER_NO_DOMAIN = (42, 12, "Domain not found")
 INVALID_UUID = (8, 20, "Invalid UUID")
+# Counters of a device the domain does not have (hot-unplugged since the
+# XML was read), from the test driver; libvirt 9.0's QEMU driver reports
+# both with the same code and wording.
+TEST_DRIVER_NO_DISK = (8, 12, "invalid argument: invalid path: vdz")
+TEST_DRIVER_NO_INTERFACE = (8, 20, "invalid argument: 'vnet9' is not a known interface")
+TEST_DRIVER_NOT_RUNNING = (55, 20, "Requested operation is not valid: domain is not running")
 
 
 def libvirt_error(code: int, domain: int, message: str) -> libvirt.libvirtError:

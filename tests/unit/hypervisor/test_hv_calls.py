@@ -7,6 +7,7 @@ driver is used.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -27,7 +28,7 @@ from hv_libvirt import (
     start,
 )
 
-from masakarimonitors_iim.hypervisor import calls
+from masakarimonitors_iim.hypervisor import calls, listing, timeouts
 from masakarimonitors_iim.hypervisor.calls import Hypervisor
 from masakarimonitors_iim.hypervisor.types import (
     AgentError,
@@ -66,14 +67,14 @@ def test_list_running_domains(hv, domains):
 def test_unparsable_xml_is_unmonitored_and_warned_once(hv, domains, monkeypatch, caplog):
     dom = domains.make()
     broken = {"on": True}
-    real_parse = calls.parse_domain_xml
+    real_parse = listing.parse_domain_xml
 
     def parse(xml):
         if broken["on"] and dom.name() in xml:
             raise ValueError("domain XML is malformed: simulated")
         return real_parse(xml)
 
-    monkeypatch.setattr(calls, "parse_domain_xml", parse)
+    monkeypatch.setattr(listing, "parse_domain_xml", parse)
     caplog.set_level(logging.WARNING, logger=LOGGER)
 
     def listed():
@@ -84,7 +85,10 @@ def test_unparsable_xml_is_unmonitored_and_warned_once(hv, domains, monkeypatch,
     assert len(messages(caplog, "is not monitored")) == 1
     broken["on"] = False
     assert listed().has_agent
+    # Parsed well: cached until libvirt says the domain changed.
     broken["on"] = True
+    assert listed().has_agent
+    hv._inventory.changed(dom.UUIDString())
     assert not listed().has_agent
     assert len(messages(caplog, "is not monitored")) == 2
 
@@ -95,14 +99,14 @@ def test_one_unreadable_domain_does_not_hide_the_others(hv, domains, monkeypatch
         odd.name(): (9, 10, "operation failed: simulated"),
         gone.name(): hv_recorded.TEST_DRIVER_NO_DOMAIN,
     }
-    real_state = libvirt.virDomain.state
+    real_xml = libvirt.virDomain.XMLDesc
 
-    def state(self, flags=0):
+    def xml_desc(self, flags=0):
         if self.name() in errors_by_name:
             raise hv_recorded.libvirt_error(*errors_by_name[self.name()])
-        return real_state(self, flags)
+        return real_xml(self, flags)
 
-    monkeypatch.setattr(libvirt.virDomain, "state", state)
+    monkeypatch.setattr(libvirt.virDomain, "XMLDesc", xml_desc)
     caplog.set_level(logging.WARNING, logger=LOGGER)
     for _ in range(2):
         listed = {i.uuid for i in hv.list_running_domains()}
@@ -316,25 +320,25 @@ def test_agent_error_replies_use_the_same_wording_rules(hv, fake_agent, desc, ki
 
 
 # -- agent response timeouts -------------------------------------------------------
+# A healthy domain keeps libvirt's default; the wanted value is set while
+# the agent times out and the default given back when it answers.
 
-def test_set_agent_timeout_sets_libvirt_timeout(hv, monkeypatch):
-    calls = []
-    monkeypatch.setattr(libvirt.virDomain, "agentSetResponseTimeout",
-                        lambda self, seconds, flags: calls.append((seconds, flags)) or 0)
-    hv.set_agent_timeout(TEST_DOMAIN_UUID, 2.0)
-    hv.set_agent_timeout(TEST_DOMAIN_UUID, 0.3)
-    hv.set_agent_timeout(TEST_DOMAIN_UUID, 2.5)
-    assert calls == [(2, 0), (1, 0), (3, 0)]
+#: libvirt's initial value for a domain (blocking), restored after suspicion.
+DEFAULT = libvirt.VIR_DOMAIN_AGENT_RESPONSE_TIMEOUT_BLOCK
+TIMED_OUT = hv_recorded.libvirt_error(
+    86, 10, "Guest agent is not responding: Guest agent not available for now")
 
 
-def test_set_agent_timeout_never_raises_and_warns_once(hv, domains, caplog):
-    caplog.set_level(logging.DEBUG, logger=LOGGER)
-    a, b = domains.make(), domains.make()
-    hv.set_agent_timeout(a.UUIDString(), 2)   # test driver: unsupported
-    hv.set_agent_timeout(b.UUIDString(), 2)
-    hv.set_agent_timeout(a.UUIDString(), 2)
-    hv.set_agent_timeout(str(uuidlib.uuid4()), 2)  # no such domain: quiet
-    assert len(messages(caplog, "cannot set the agent timeout")) == 1
+@pytest.mark.parametrize("wanted,suspect,expected", [
+    (None, False, DEFAULT),
+    (None, True, DEFAULT),       # nothing wanted: never shortened
+    (2.0, False, DEFAULT),       # healthy: no trace on the domain
+    (2.0, True, 2),
+    (0.3, True, 1),              # whole seconds, at least 1
+    (2.5, True, 3),
+])
+def test_timeout_target(wanted, suspect, expected):
+    assert timeouts.target(wanted, suspect) == expected
 
 
 class TimeoutSetter:
@@ -354,6 +358,10 @@ class TimeoutSetter:
     def next(self, timeout: float = 5.0) -> tuple[str, int, str]:
         return self.seen.get(timeout=timeout)
 
+    def quiet(self, settle: float = 0.3) -> bool:
+        time.sleep(settle)
+        return self.seen.empty()
+
 
 @pytest.fixture
 def setter(monkeypatch) -> TimeoutSetter:
@@ -363,7 +371,103 @@ def setter(monkeypatch) -> TimeoutSetter:
     return fake
 
 
-def test_agent_timeouts_are_set_again_after_a_reconnect(domains, setter, monkeypatch):
+def _wait_in_force(h, uuid, expected, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while h.agent_timeout_in_force(uuid) != expected:
+        assert time.monotonic() < deadline, h.agent_timeout_in_force(uuid)
+        time.sleep(0.01)
+
+
+def test_healthy_domain_keeps_libvirt_default(hv, fake_agent, setter):
+    hv.set_agent_timeout(TEST_DOMAIN_UUID, 2.0)
+    assert hv.agent_command(TEST_DOMAIN_UUID, "guest-ping") == {}
+    assert setter.quiet()
+    assert hv.agent_timeout_in_force(TEST_DOMAIN_UUID) is None
+
+
+@pytest.mark.parametrize("wanted,seconds", [(2.0, 2), (0.3, 1), (2.5, 3)])
+def test_timeout_is_set_while_suspect_and_default_restored_on_answer(hv, fake_agent, setter,
+                                                                   wanted, seconds):
+    hv.set_agent_timeout(TEST_DOMAIN_UUID, wanted)
+    fake_agent.error = TIMED_OUT
+    for _ in range(3):   # set once, not per failed call
+        with pytest.raises(AgentError):
+            hv.agent_command(TEST_DOMAIN_UUID, "guest-ping")
+    assert setter.next()[:2] == (TEST_DOMAIN_UUID, seconds)
+    _wait_in_force(hv, TEST_DOMAIN_UUID, float(seconds))
+    assert setter.quiet()
+
+    fake_agent.error = None
+    hv.agent_command(TEST_DOMAIN_UUID, "guest-ping")
+    hv.agent_command(TEST_DOMAIN_UUID, "guest-ping")
+    assert setter.next()[:2] == (TEST_DOMAIN_UUID, DEFAULT)
+    _wait_in_force(hv, TEST_DOMAIN_UUID, None)
+    assert setter.quiet()
+
+
+def test_an_error_reply_is_an_answer(hv, fake_agent, setter):
+    hv.set_agent_timeout(TEST_DOMAIN_UUID, 2)
+    fake_agent.error = TIMED_OUT
+    with pytest.raises(AgentError):
+        hv.agent_command(TEST_DOMAIN_UUID, "guest-ping")
+    assert setter.next()[1] == 2
+    fake_agent.error = None
+    fake_agent.reply = ('{"error": {"class": "GenericError", '
+                        '"desc": "Command guest-exec has been disabled"}}')
+    with pytest.raises(AgentError):
+        hv.agent_command(TEST_DOMAIN_UUID, "guest-exec")
+    assert setter.next()[1] == DEFAULT
+
+
+def test_timeout_without_a_wanted_value_sets_nothing(hv, fake_agent, setter):
+    fake_agent.error = TIMED_OUT
+    with pytest.raises(AgentError):
+        hv.agent_command(TEST_DOMAIN_UUID, "guest-ping")
+    assert setter.quiet()
+
+
+def test_forget_restores_the_default(hv, fake_agent, setter):
+    hv.set_agent_timeout(TEST_DOMAIN_UUID, 2)
+    fake_agent.error = TIMED_OUT
+    with pytest.raises(AgentError):
+        hv.agent_command(TEST_DOMAIN_UUID, "guest-ping")
+    assert setter.next()[1] == 2
+    _wait_in_force(hv, TEST_DOMAIN_UUID, 2.0)
+    hv.forget_domain(TEST_DOMAIN_UUID)
+    assert setter.next()[1] == DEFAULT
+    _wait_in_force(hv, TEST_DOMAIN_UUID, None)
+
+
+def test_setting_the_timeout_never_raises_and_warns_once(hv, events, domains, fake_agent,
+                                                         caplog):
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    fake_agent.error = TIMED_OUT
+    a, b = domains.make().UUIDString(), domains.make().UUIDString()
+    for uuid in (a, b):
+        events.of(uuid, 2)   # defined, started: a start clears suspicion
+    for uuid in (a, b, str(uuidlib.uuid4())):   # test driver: unsupported; no such domain
+        hv.set_agent_timeout(uuid, 2)
+        with pytest.raises(AgentError):
+            hv.agent_command(uuid, "guest-ping")
+    deadline = time.monotonic() + 5
+    while not messages(caplog, "cannot set the agent timeout") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)
+    assert len(messages(caplog, "cannot set the agent timeout")) == 1
+    assert hv.agent_timeout_in_force(a) is None
+
+
+def _suspect(h, fake_agent, uuid, setter, seconds):
+    h.set_agent_timeout(uuid, seconds)
+    fake_agent.error = TIMED_OUT
+    with pytest.raises(AgentError):
+        h.agent_command(uuid, "guest-ping")
+    fake_agent.error = None
+    assert setter.next()[:2] == (uuid, math.ceil(seconds))
+
+
+def test_agent_timeouts_are_set_again_after_a_reconnect(domains, setter, fake_agent,
+                                                        monkeypatch):
     fake = patch_open(monkeypatch, FakeOpen())
     events = Events()
 
@@ -375,13 +479,15 @@ def test_agent_timeouts_are_set_again_after_a_reconnect(domains, setter, monkeyp
     h = start(consumer)
     try:
         assert h.wait_connected(5)
-        kept, forgotten = domains.make(), domains.make()
-        for dom in (kept, forgotten):
+        kept, forgotten, healthy = domains.make(), domains.make(), domains.make()
+        for dom in (kept, forgotten, healthy):
             events.of(dom.UUIDString(), 2)  # defined, started: nothing to set again
-        h.set_agent_timeout(kept.UUIDString(), 2.5)
-        h.set_agent_timeout(forgotten.UUIDString(), 2)
+        h.set_agent_timeout(healthy.UUIDString(), 2)
+        _suspect(h, fake_agent, kept.UUIDString(), setter, 2.5)
+        _suspect(h, fake_agent, forgotten.UUIDString(), setter, 2)
         h.forget_domain(forgotten.UUIDString())
-        assert [setter.next()[2] for _ in range(2)] == ["MainThread"] * 2
+        assert setter.next()[:2] == (forgotten.UUIDString(), DEFAULT)
+        assert setter.quiet()
         del setter.order[:]
 
         fake.conns[0].lose()
@@ -390,30 +496,31 @@ def test_agent_timeouts_are_set_again_after_a_reconnect(domains, setter, monkeyp
         # announces the reconnect (one RPC per domain must not delay it).
         again = setter.next()
         assert again == (kept.UUIDString(), 3, "libvirt-agent-timeouts")
-        time.sleep(0.2)
-        assert setter.seen.empty()           # the forgotten domain is not set
+        assert setter.quiet()   # neither the forgotten nor the healthy domain
     finally:
         h.stop()
 
 
-def test_agent_timeout_asked_for_while_disconnected_is_set_on_connect(setter, monkeypatch):
+def test_agent_timeout_wanted_while_disconnected_costs_nothing(setter, monkeypatch):
     gate = threading.Event()
     patch_open(monkeypatch, FakeOpen(gate=gate))
     h = start()
     try:
         h.set_agent_timeout(TEST_DOMAIN_UUID, 2)  # not connected: remembered only
-        assert setter.seen.empty()
         gate.set()
         assert h.wait_connected(5)
-        assert setter.next()[:2] == (TEST_DOMAIN_UUID, 2)
-        assert setter.order == [("set", TEST_DOMAIN_UUID, 2)]
+        assert setter.quiet()
+        assert setter.order == []
     finally:
         gate.set()
         h.stop()
 
 
-def test_agent_timeout_is_set_again_when_the_domain_starts_or_reboots(domains, setter,
-                                                                     monkeypatch):
+def test_agent_timeout_after_the_domain_starts_or_reboots(domains, setter, fake_agent,
+                                                         monkeypatch):
+    """A new QEMU process has a new agent: the default, set explicitly
+    since the monitor had set something. A guest reboot may or may not
+    replace the process: what was in force is set again."""
     fake = patch_open(monkeypatch, FakeOpen())
     events = Events()
     h = start(events)
@@ -422,29 +529,30 @@ def test_agent_timeout_is_set_again_when_the_domain_starts_or_reboots(domains, s
         dom = domains.make()
         uuid = dom.UUIDString()
         events.of(uuid, 2)
-        h.set_agent_timeout(uuid, 2)
-        assert setter.next()[:2] == (uuid, 2)
+        _suspect(h, fake_agent, uuid, setter, 2)
 
         dom.destroy()
         dom.create()
         assert events.of(uuid, 2) == [(EventKind.STOPPED, "destroyed"),
                                       (EventKind.STARTED, "booted")]
         again = setter.next()
-        assert again[:2] == (uuid, 2) and again[2] != "libvirt-events"
+        assert again[:2] == (uuid, DEFAULT) and again[2] != "libvirt-events"
+        _wait_in_force(h, uuid, None)
 
+        _suspect(h, fake_agent, uuid, setter, 2)
         fake.conns[0].fire(libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, dom)
         assert events.of(uuid, 1) == [(EventKind.REBOOTED, "")]
         assert setter.next()[:2] == (uuid, 2)
 
         h.forget_domain(uuid)
+        assert setter.next()[:2] == (uuid, DEFAULT)
         dom.destroy()
         dom.create()
         assert [kind for kind, _ in events.of(uuid, 2)] == [EventKind.STOPPED,
                                                            EventKind.STARTED]
         fake.conns[0].fire(libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, dom)
         assert events.of(uuid, 1) == [(EventKind.REBOOTED, "")]
-        time.sleep(0.3)
-        assert setter.seen.empty()
+        assert setter.quiet()
     finally:
         h.stop()
 

@@ -316,3 +316,64 @@ def test_call_soon_runs_on_the_event_thread(hv):
 def test_call_soon_refuses_when_the_loop_is_stopped():
     assert not eventloop.running()
     assert not eventloop.call_soon(lambda: None)
+
+
+def test_libvirt_keepalive_is_off(events, monkeypatch):
+    """libvirt 9.0's keepalive closed connections under waiting calls and
+    the process died when libvirtd continued (see hypervisor.ledger)."""
+    seen = []
+
+    class Recording(FakeOpen):
+        def __call__(self, uri):
+            proxy = super().__call__(uri)
+            proxy.setKeepAlive = lambda interval, count: seen.append((interval, count))
+            return proxy
+    patch_open(monkeypatch, Recording())
+    h = start(events)
+    try:
+        assert h.wait_connected(5)
+        assert seen == [(-1, 0)]
+    finally:
+        h.stop()
+
+
+def test_a_stalled_libvirtd_is_lost_and_its_waiting_call_returns_before_the_close(
+        events, monkeypatch, caplog):
+    """A call waits past the stall limit while libvirtd answers nothing
+    (the half-time check waits too): the connection is lost, new calls
+    fail at once, and the old connection is closed only once the waiting
+    call returned."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    fake = patch_open(monkeypatch, FakeOpen())
+    gate = threading.Event()
+    agent = FakeAgent(gate=gate, reply='{"return": {}}')
+    monkeypatch.setattr(calls.libvirt_qemu, "qemuAgentCommand", agent)
+    h = start(events, keepalive_interval=1, keepalive_count=1)   # stall limit 2 s
+    outcome = []
+
+    def call():
+        try:
+            outcome.append(h.agent_command(TEST_DOMAIN_UUID, "guest-ping", timeout=30))
+        except AgentError as exc:
+            outcome.append(exc.kind)
+
+    try:
+        assert h.wait_connected(5)
+        first = fake.conns[0]
+        monkeypatch.setattr(first, "getLibVersion", lambda: gate.wait(30), raising=False)
+        caller = threading.Thread(target=call)
+        caller.start()
+        assert agent.entered.wait(5)
+        lost = events.kind(EventKind.CONNECTION_LOST)
+        assert "libvirtd answered no call for" in lost.detail
+        assert not first.closed.wait(0.3)       # never closed under the waiting call
+        events.kind(EventKind.CONNECTION_RESTORED)
+        gate.set()                              # libvirtd continues
+        caller.join(5)
+        assert outcome == [{}]                  # it returned normally
+        assert first.closed.wait(5)             # and only then was closed
+        assert len(messages(caplog, "still wait on the replaced connection",
+                            logging.INFO)) == 1
+    finally:
+        gate.set()
+        h.stop()

@@ -1,9 +1,15 @@
-"""Domain XML -> (has_agent, NovaMetadata), with real-looking XML."""
+"""Domain XML -> DomainFacts (agent, Nova metadata, disk and interface
+targets), with real-looking XML."""
 from __future__ import annotations
 
 import pytest
 
-from masakarimonitors_iim.hypervisor.inventory import MAX_XML_BYTES, parse_domain_xml
+from masakarimonitors_iim.hypervisor.inventory import (
+    MAX_DEVICES,
+    MAX_XML_BYTES,
+    DomainFacts,
+    parse_domain_xml,
+)
 from masakarimonitors_iim.hypervisor.types import NovaMetadata
 
 # The testbed recipe's gen-domain.sh output, as defined (no source path:
@@ -193,17 +199,17 @@ MODERN_EXPECTED = NovaMetadata(
      "name='org.qemu.guest_agent.0'/></serial></devices></domain>", False),
 ])
 def test_has_agent(xml, has_agent):
-    assert parse_domain_xml(xml)[0] is has_agent
+    assert parse_domain_xml(xml).has_agent is has_agent
 
 
 def test_plain_domain_has_no_nova_metadata():
-    assert parse_domain_xml(GEN_DOMAIN) == (True, None)
+    assert parse_domain_xml(GEN_DOMAIN) == DomainFacts(True, None)
 
 
 def test_nova_1_0():
-    has_agent, nova = parse_domain_xml(NOVA_1_0)
-    assert has_agent
-    assert nova == NovaMetadata(
+    facts = parse_domain_xml(NOVA_1_0)
+    assert facts.has_agent
+    assert facts.nova == NovaMetadata(
         instance_name="demo",
         flavor_name="m1.small",
         image_uuid="f0f0d38c-0a5f-4c54-83e5-d48006b888a7",
@@ -216,13 +222,13 @@ def test_nova_1_0():
 
 @pytest.mark.parametrize("version", ["1.1", "1.2"])
 def test_nova_with_extra_specs_and_image_properties(version):
-    has_agent, nova = parse_domain_xml(NOVA_MODERN.replace("{version}", version))
-    assert has_agent
-    assert nova == MODERN_EXPECTED
+    facts = parse_domain_xml(NOVA_MODERN.replace("{version}", version))
+    assert facts.has_agent
+    assert facts.nova == MODERN_EXPECTED
 
 
 def test_volume_backed_instance_has_no_image():
-    _, nova = parse_domain_xml(VOLUME_BACKED)
+    nova = parse_domain_xml(VOLUME_BACKED).nova
     assert nova.image_uuid == ""
     assert (nova.instance_name, nova.flavor_name, nova.user_name, nova.project_name) == (
         "db-01", "m1.large", "bob", "infra")
@@ -232,7 +238,7 @@ def test_volume_backed_instance_has_no_image():
 def test_volume_backed_instance_with_image_element_uses_it():
     xml = VOLUME_BACKED.replace(
         "</nova:instance>", "<nova:image uuid='img-1'/></nova:instance>")
-    assert parse_domain_xml(xml)[1].image_uuid == "img-1"
+    assert parse_domain_xml(xml).nova.image_uuid == "img-1"
 
 
 def test_other_applications_metadata_is_not_nova():
@@ -240,24 +246,24 @@ def test_other_applications_metadata_is_not_nova():
            "<app:name>x</app:name></app:i>"
            "<nova:instance xmlns:nova='http://openstack.org/xmlns/other/1.0'/>"
            "</metadata></domain>")
-    assert parse_domain_xml(xml) == (False, None)
+    assert parse_domain_xml(xml) == DomainFacts(False, None)
 
 
 def test_non_ascii_instance_name_survives():
     xml = NOVA_MODERN.replace("{version}", "1.1").replace("web-01", "侯超-ü")
-    assert parse_domain_xml(xml)[1].instance_name == "侯超-ü"
+    assert parse_domain_xml(xml).nova.instance_name == "侯超-ü"
 
 
 def test_empty_nova_instance_gives_empty_fields():
     xml = ("<domain><metadata><nova:instance "
            "xmlns:nova='http://openstack.org/xmlns/libvirt/nova/1.1'/></metadata></domain>")
-    assert parse_domain_xml(xml) == (False, NovaMetadata())
+    assert parse_domain_xml(xml) == DomainFacts(False, NovaMetadata())
 
 
 def test_extra_spec_without_name_is_skipped():
     xml = NOVA_MODERN.replace("{version}", "1.1").replace(
         '<nova:extraSpec name="hw_rng:allowed">', "<nova:extraSpec>")
-    assert parse_domain_xml(xml)[1].flavor_extra_specs == {"masakari:monitor": "ping,app"}
+    assert parse_domain_xml(xml).nova.flavor_extra_specs == {"masakari:monitor": "ping,app"}
 
 
 @pytest.mark.parametrize("xml,fragment", [
@@ -289,4 +295,111 @@ def test_size_limit_counts_bytes_not_characters():
 def test_just_under_the_limit_is_parsed():
     head, tail = "<domain><description>", "</description></domain>"
     xml = head + "x" * (MAX_XML_BYTES - len(head) - len(tail)) + tail
-    assert parse_domain_xml(xml) == (False, None)
+    assert parse_domain_xml(xml) == DomainFacts(False, None)
+
+
+# -- disk and interface targets (what domain_activity reads counters for) ---------
+
+# Devices as libvirt 9.0 reports a running Nova guest (live XML): image
+# disk, Cinder volumes (block, rbd), config drive, an empty CD-ROM, a
+# tap and an SR-IOV interface.
+NOVA_DEVICES = """<domain type='kvm' id='9'>
+  <name>instance-00000009</name>
+  <metadata>
+    <nova:instance xmlns:nova="http://openstack.org/xmlns/libvirt/nova/1.1">
+      <nova:flavor name="m1.small"><nova:disk>20</nova:disk></nova:flavor>
+    </nova:instance>
+  </metadata>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2' cache='none'/>
+      <source file='/var/lib/nova/instances/9/disk' index='4'/>
+      <backingStore type='file' index='5'><format type='raw'/>
+        <source file='/var/lib/nova/instances/_base/abc'/></backingStore>
+      <target dev='vda' bus='virtio'/>
+      <alias name='virtio-disk0'/>
+    </disk>
+    <disk type='block' device='disk'>
+      <source dev='/dev/disk/by-id/wwn-0x60a98000' index='3'/>
+      <target dev='vdb' bus='virtio'/><serial>8f5e0b1c</serial>
+    </disk>
+    <disk type='network' device='disk'>
+      <source protocol='rbd' name='volumes/volume-1' index='2'>
+        <host name='10.0.0.1' port='6789'/></source>
+      <target dev='vdc' bus='virtio'/>
+    </disk>
+    <disk type='file' device='cdrom'>
+      <source file='/var/lib/nova/instances/9/disk.config' index='1'/>
+      <target dev='hda' bus='ide'/><readonly/>
+    </disk>
+    <disk type='file' device='cdrom'>
+      <target dev='hdb' bus='ide'/><readonly/>
+    </disk>
+    <interface type='bridge'>
+      <mac address='fa:16:3e:11:22:33'/>
+      <source bridge='qbr1a2b3c4d-5e'/>
+      <target dev='tap1a2b3c4d-5e'/>
+      <model type='virtio'/><alias name='net0'/>
+    </interface>
+    <interface type='hostdev' managed='yes'>
+      <mac address='fa:16:3e:44:55:66'/>
+      <source><address type='pci' domain='0x0000' bus='0x3b' slot='0x02' function='0x1'/>
+      </source>
+      <alias name='hostdev0'/>
+    </interface>
+  </devices>
+</domain>
+"""
+
+
+def test_nova_guest_devices():
+    facts = parse_domain_xml(NOVA_DEVICES)
+    # Config drive and empty CD-ROM left out; SR-IOV has no target.
+    assert facts.disks == ("vda", "vdb", "vdc")
+    assert facts.interfaces == ("tap1a2b3c4d-5e",)
+
+
+def _devices(body: str) -> str:
+    return "<domain><devices>%s</devices></domain>" % body
+
+
+def _disk(dev: str, attrs: str = "", source: bool = True) -> str:
+    return "<disk type='file' %s>%s<target dev='%s'/></disk>" % (
+        attrs, "<source file='/img'/>" if source else "", dev)
+
+
+@pytest.mark.parametrize("body,disks,interfaces", [
+    ("", (), ()),
+    (_disk("vda"), ("vda",), ()),                            # device= defaults to disk
+    (_disk("vda", "device='disk'", source=False), (), ()),   # no storage behind it
+    (_disk("fda", "device='floppy'"), (), ()),
+    (_disk("sda", "device='lun'"), (), ()),
+    (_disk("vda") + _disk("vda"), ("vda",), ()),             # asked once
+    (_disk(" vda "), ("vda",), ()),
+    ("<disk type='file'><source file='/img'/><target/></disk>", (), ()),
+    ("<disk type='file'><source file='/img'/></disk>", (), ()),
+    (_disk("v" * 65), (), ()),                               # not a libvirt name
+    ("<interface type='user'/>", (), ()),
+    ("<interface type='network'><target dev=''/></interface>", (), ()),
+    ("<interface type='ethernet'><target dev='tap0' managed='no'/></interface>"
+     "<interface type='bridge'><target dev='vnet3'/></interface>", (), ("tap0", "vnet3")),
+    # only <devices> children: a <disk> elsewhere is not a device
+    ("<hub><disk><source file='/img'/><target dev='vdz'/></disk></hub>", (), ()),
+])
+def test_device_targets(body, disks, interfaces):
+    facts = parse_domain_xml(_devices(body))
+    assert (facts.disks, facts.interfaces) == (disks, interfaces)
+
+
+def test_device_targets_are_bounded_and_keep_xml_order():
+    body = "".join(_disk("vd%d" % i) for i in range(MAX_DEVICES + 50)) + "".join(
+        "<interface type='bridge'><target dev='tap%d'/></interface>" % i
+        for i in range(MAX_DEVICES * 10))
+    facts = parse_domain_xml(_devices(body))
+    assert facts.disks == tuple("vd%d" % i for i in range(MAX_DEVICES))
+    assert facts.interfaces == tuple("tap%d" % i for i in range(MAX_DEVICES))
+
+
+def test_devices_outside_devices_element_are_not_counted():
+    # Nova's own <nova:disk> (flavor size) must not look like a disk.
+    assert parse_domain_xml(NOVA_1_0).disks == ()

@@ -8,6 +8,7 @@ import pytest
 
 from masakarimonitors_iim.policy import (
     Defaults,
+    FIELDS,
     EffectivePolicy,
     ProbeSpec,
     explain,
@@ -54,9 +55,10 @@ def test_config_only(make_domain):
     assert policy == EffectivePolicy(
         enabled=True, probes=(ProbeSpec("ping"),), interval=30.0, timeout=5.0,
         failure_threshold=3, success_threshold=1, startup_grace=0.0,
-        sources={f: "config" for f in ("enabled", "probes", "interval", "timeout",
-                                       "failure_threshold", "success_threshold",
-                                       "startup_grace")})
+        sources={f: "config" for f in FIELDS})
+    assert (policy.action, policy.boot_deadline, policy.boot_report, policy.restart_budget,
+            policy.restart_budget_window, policy.restart_budget_reset,
+            policy.corroborate) == ("notify", 240.0, "seen-before", 3, 86400.0, 3600.0, True)
 
 
 def test_matching_rules_layer_in_file_order(policy_file, make_domain):
