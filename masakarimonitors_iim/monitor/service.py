@@ -22,6 +22,7 @@ from oslo_log import log as logging
 from masakarimonitors_iim import status
 from masakarimonitors_iim.common.backoff import next_delay
 from masakarimonitors_iim.common.logonce import LogOnce
+from masakarimonitors_iim.common.text import one_line
 from masakarimonitors_iim.db import Database, DatabaseError
 from masakarimonitors_iim.guards.activity import ActivityGuard
 from masakarimonitors_iim.guards.storm import StormGuard, counted
@@ -39,7 +40,6 @@ from masakarimonitors_iim.monitor.systemd import SystemdNotifier
 from masakarimonitors_iim.notifier.base import Notifier
 from masakarimonitors_iim.outbox.sender import Sender
 from masakarimonitors_iim.prober import Prober, RoundOutcome, in_disconnect_grace
-from masakarimonitors_iim.common.text import one_line
 from masakarimonitors_iim.verdict import ProbeResult, Verdict
 from masakarimonitors_iim.workers import WorkerPool
 
@@ -304,7 +304,6 @@ class Monitor:
         uuid = w.info.uuid
         if self.registry.watched.get(uuid) is not w:
             return  # unwatched (and maybe watched anew) while this round ran
-        w.in_flight = False
         if generation != w.generation:
             return  # the domain restarted while this round ran
         w.learn(outcome, self._wall())
