@@ -4,14 +4,20 @@ It implements :class:`masakarimonitors_iim.hypervisor.interface.HypervisorAPI`
 without libvirt, so the real monitor can be driven with thousands of
 guests on one small machine. A healthy guest answers every agent command
 after ``healthy_latency`` (3 ms: the median measured on the real testbed,
-see README.md); a hung one holds the call for the domain's agent response
-timeout (the one :meth:`SimHypervisor.set_agent_timeout` set, libvirt's
-5 s default before that, whatever the call's own timeout) and then
-raises the AGENT_TIMEOUT error the real hypervisor layer raises for
-libvirt's error 86. Every call is counted, per kind and per domain, and
-the CPU the simulator itself spends is measured on the calling thread
-(``time.thread_time``), so the benchmark can subtract it from the
-process's CPU and report the monitor's own cost.
+see README.md). A hung one costs what libvirt 9.0 makes it cost, measured
+on the testbed (an agent frozen with SIGSTOP): while libvirt is in sync
+with the agent (its last call was answered), the call's own timeout in
+whole seconds, at least 1; after a timed-out call, libvirt first
+re-syncs, bounded by the domain's agent response timeout, whatever the
+call's own: 5 s by default, the timeout asked for with
+:meth:`SimHypervisor.set_agent_timeout` once the real layer has applied
+it, which it does after a timed-out call and undoes when the agent
+answers (``hypervisor/timeouts.py``). Then it raises the AGENT_TIMEOUT
+error the real hypervisor layer raises for libvirt's error 86. Every
+call is counted, per kind and per domain, and the CPU the simulator
+itself spends is measured on the calling thread (``time.thread_time``),
+so the benchmark can subtract it from the process's CPU and report the
+monitor's own cost.
 
 Like libvirtd (``max_client_requests``, 5 by default), it serves at most
 ``max_client_requests`` calls at once on its one "connection"; more wait
@@ -20,6 +26,7 @@ for a slot, and the peak number in flight is recorded.
 from __future__ import annotations
 
 import collections
+import math
 import threading
 import time
 import uuid as uuid_mod
@@ -35,6 +42,11 @@ from masakarimonitors_iim.hypervisor.types import (
 SLOT_WAIT_MAX = 300.0
 #: What the real layer says for a hung agent (libvirt error 86).
 HUNG_MESSAGE = "Guest agent is not responding: Guest agent not available for now"
+
+
+def libvirt_call_seconds(timeout: float) -> float:
+    """libvirt takes whole seconds, at least 1 (as the real layer sends)."""
+    return float(max(1, math.ceil(timeout)))
 
 
 def domain_uuid(index: int) -> str:
@@ -60,11 +72,20 @@ class SimHypervisor:
 
     def __init__(self, n: int, *, healthy_latency: float = 0.003,
                  max_client_requests: int = 5, default_agent_timeout: float = 5.0,
+                 call_seconds: Callable[[float], float] | None = None,
                  on_event: Callable[[LifecycleEvent], None] | None = None) -> None:
         self.healthy_latency = healthy_latency
         self.default_agent_timeout = default_agent_timeout
+        #: what libvirt makes of a call's timeout (tests pass a faster one)
+        self.call_seconds = call_seconds or libvirt_call_seconds
         #: uuid -> agent response timeout set through set_agent_timeout
         self.agent_timeouts: dict[str, float] = {}
+        #: domains whose last agent call was answered: libvirt skips the
+        #: guest-sync for them
+        self.in_sync: set[str] = set()
+        #: domains whose last agent call timed out: the real layer has
+        #: applied their wanted agent timeout in libvirt
+        self.suspect: set[str] = set()
         self.on_event = on_event
         extra: dict[str, Any] = {}
         if "boot_id" in DomainInfo.__dataclass_fields__:
@@ -169,7 +190,21 @@ class SimHypervisor:
 
     def agent_timeout_in_force(self, uuid: str) -> float | None:
         self._count("api:agent_timeout_in_force")
-        return self.agent_timeouts.get(uuid)
+        with self._lock:
+            return self.agent_timeouts.get(uuid) if uuid in self.suspect else None
+
+    def _hung_call_seconds(self, uuid: str, timeout: float) -> float:
+        """What a call to a hung agent costs in libvirt (module docstring)."""
+        with self._lock:
+            if uuid in self.in_sync:
+                self.in_sync.discard(uuid)
+                cost = self.call_seconds(timeout)
+            elif uuid in self.suspect and uuid in self.agent_timeouts:
+                cost = min(self.agent_timeouts[uuid], self.default_agent_timeout)
+            else:
+                cost = self.default_agent_timeout
+            self.suspect.add(uuid)
+            return cost
 
     def set_agent_timeout(self, uuid: str, timeout: float) -> None:
         """Bookkeeping, not counted as a libvirt call: the real layer
@@ -196,11 +231,12 @@ class SimHypervisor:
             if uuid not in self.known:
                 raise AgentError(ErrorKind.NO_DOMAIN, "Domain not found", code=42, domain=10)
             if uuid in self.hung:
-                # libvirt's guest-sync waits the domain's response timeout;
-                # the call's own timeout bounds the command after it.
-                time.sleep(self.agent_timeouts.get(uuid, self.default_agent_timeout))
+                time.sleep(self._hung_call_seconds(uuid, timeout))
                 raise AgentError(ErrorKind.AGENT_TIMEOUT, HUNG_MESSAGE, code=86, domain=10)
             time.sleep(self.healthy_latency)
+            with self._lock:
+                self.in_sync.add(uuid)
+                self.suspect.discard(uuid)
             if name == "guest-info":
                 return {"version": "7.2", "supported_commands": [
                     {"name": "guest-ping", "enabled": True, "success-response": True}]}

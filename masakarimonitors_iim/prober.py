@@ -22,7 +22,7 @@ from masakarimonitors_iim import verdict as verdict_mod
 from masakarimonitors_iim.hypervisor.interface import HypervisorAPI
 from masakarimonitors_iim.hypervisor.types import (
     Activity, AgentError, DomainState, ErrorKind, HypervisorUnavailable)
-from masakarimonitors_iim.probes import capabilities, freeze
+from masakarimonitors_iim.probes import capabilities, first_call, freeze
 from masakarimonitors_iim.probes.base import Probe
 from masakarimonitors_iim.verdict import ProbeResult, Verdict
 
@@ -58,6 +58,9 @@ class RoundSpec:
     #: wall time the guest's filesystems were first seen frozen in the
     #: current freeze, 0 when they were not (for the reason text)
     frozen_since: float = 0.0
+    #: cut the first call short (probes/first_call.py): a healthy-lane
+    #: round of a guest whose agent answered fast last time
+    quick: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +96,12 @@ class RoundOutcome:
     activity: Activity | None = None
     #: the guest's filesystems are frozen: every probe is UNKNOWN
     frozen: bool = False
+    #: the quick first call got no answer: no verdict; probe again at once
+    #: with the full timeout (``result`` only says why)
+    recheck: bool = False
+    #: seconds the agent took to answer the round's first call (None: it
+    #: did not answer), for :func:`first_call.may_be_quick`
+    first_answer_seconds: float | None = None
 
 
 def in_disconnect_grace(grace: float) -> ProbeResult:
@@ -128,19 +137,24 @@ class Prober:
 
     def run(self, spec: RoundSpec) -> RoundOutcome:
         """One round; never raises (an unexpected error is UNKNOWN)."""
+        first = first_call.FirstCall(self._hv.agent(spec.uuid), spec.quick, self._clock)
         try:
-            return self._run(spec)
+            outcome = self._run(spec, freeze.RefusalWatch(first))
+        except first_call.Unanswered as exc:
+            return RoundOutcome(ProbeResult.unknown(str(exc)), recheck=True)
         except Exception as exc:
             LOG.exception("probing %s failed unexpectedly", spec.uuid)
             return RoundOutcome(ProbeResult.unknown("monitor error: %s" % exc))
+        if first.seconds is None:
+            return outcome
+        return dataclasses.replace(outcome, first_answer_seconds=first.seconds)
 
-    def _run(self, spec: RoundSpec) -> RoundOutcome:
+    def _run(self, spec: RoundSpec, agent: freeze.RefusalWatch) -> RoundOutcome:
         # No state check up front (it costs libvirtd three calls per
         # round): a failed agent call re-reads the state, and a paused,
         # migrating or stopped domain then turns the failure into UNKNOWN.
         if spec.probe_error:
             return RoundOutcome(ProbeResult.unknown(spec.probe_error))
-        agent = freeze.RefusalWatch(self._hv.agent(spec.uuid))
         answered = False
         learnt = None
         if spec.check_capabilities:

@@ -19,7 +19,10 @@ LOG = logging.getLogger(__name__)
 
 class WorkerPool:
     def __init__(self, size: int, name: str = "probe") -> None:
-        self._queue: queue.Queue[tuple[Callable[[], None], bool] | None] = queue.Queue()
+        # SimpleQueue: nothing here needs Queue's bound or join, and its
+        # hand-off costs less, once per probe round.
+        self._queue: queue.SimpleQueue[tuple[Callable[[], None], bool] | None] = (
+            queue.SimpleQueue())
         self._threads = [threading.Thread(target=self._work, name="%s-%d" % (name, i),
                                           daemon=True)
                          for i in range(size)]

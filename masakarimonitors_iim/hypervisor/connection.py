@@ -7,18 +7,15 @@ reopens it with exponential back-off; callers never wait for that: while
 there is no connection :meth:`Connection.hold` raises
 :class:`HypervisorUnavailable` at once.
 
-libvirt RPCs other than agent commands have no timeout of their own. A
-hung libvirtd is declared lost when a call has waited about
-``keepalive_interval * (keepalive_count + 1)`` seconds with no answer to
-any call meanwhile (:mod:`~masakarimonitors_iim.hypervisor.ledger` says
-why this is not libvirt's keepalive, which is turned off); new calls fail
-at once from then on, and the calls still waiting return when libvirtd
-continues, after which their old connection is closed.
+libvirt's keepalive is off; :mod:`.stall` says why and how a hung
+libvirtd is told instead. Once a connection is lost new calls fail at
+once, and the calls still waiting on it return when libvirtd continues,
+after which :mod:`.replaced` closes it. :mod:`.events` passes the
+domain events on.
 """
 from __future__ import annotations
 
 import contextlib
-import logging as std_logging
 import threading
 import time
 from typing import Callable, Iterator
@@ -30,7 +27,10 @@ from masakarimonitors_iim.common.backoff import next_delay
 from masakarimonitors_iim.common.logonce import LogOnce
 from masakarimonitors_iim.common.text import one_line
 from masakarimonitors_iim.hypervisor import eventloop, translate
+from masakarimonitors_iim.hypervisor.events import EventRelay
 from masakarimonitors_iim.hypervisor.ledger import CallLedger
+from masakarimonitors_iim.hypervisor.replaced import ReplacedConnections, close_quietly
+from masakarimonitors_iim.hypervisor.stall import StallWatch
 from masakarimonitors_iim.hypervisor.translate import Failure
 from masakarimonitors_iim.hypervisor.types import (
     ErrorKind,
@@ -52,20 +52,14 @@ CHECK_INTERVAL = 1.0
 class Connection:
     """A self-healing libvirt connection and the events it carries.
 
-    ``on_event`` is called on the libvirt event thread for every lifecycle
-    event, including CONNECTION_LOST / CONNECTION_RESTORED, so the
-    consumer sees them one at a time and in order. It must be cheap; an
-    exception in it is logged (once until it succeeds again) and the loop
-    goes on.
+    ``on_event`` gets every lifecycle event and ``on_changed`` the UUID of
+    each domain whose XML changed, on the libvirt event thread (see
+    :class:`~.events.EventRelay`).
 
     ``on_connected`` runs on the connector thread after every successful
     open and before the connection is announced (``connected``,
     CONNECTION_RESTORED): whatever libvirtd forgot with the old connection
     can be set again there, and it may block.
-
-    ``on_changed`` gets the UUID of a domain whose XML libvirt says
-    changed (device added or removed, metadata changed), on the event
-    thread; like ``on_event`` it must only take note.
 
     One-shot: ``start`` after ``stop`` does nothing; make a new object.
     """
@@ -76,23 +70,15 @@ class Connection:
                  keepalive_interval: int = 5, keepalive_count: int = 3,
                  reconnect_max_interval: float = 30.0) -> None:
         self.uri = uri
-        self._on_event = on_event
         self._on_connected = on_connected
-        self._on_changed = on_changed
-        self._keepalive_interval = keepalive_interval
-        self._keepalive_count = keepalive_count
         self._reconnect_max_interval = reconnect_max_interval
 
-        # Guards the fields below; also signals when calls in flight drain.
+        # Guards the fields below, the ledger and the replaced connections.
         self._lock = threading.Condition()
         self._conn: libvirt.virConnect | None = None
         self._calls = CallLedger()
         self._opened_at = 0.0
-        self._probing: libvirt.virConnect | None = None   # the one probe's connection
-        # Replaced connections with calls still waiting on them: closed by
-        # the connector once those return (closing under a waiting call
-        # would free memory it uses).
-        self._replaced: list[tuple[libvirt.virConnect, list[int]]] = []
+        self._replaced = ReplacedConnections(uri, self._lock, self._calls)
         self._callback_ids: list[int] = []
         self._lost_reason: str | None = None
         self._connected = threading.Event()
@@ -102,8 +88,10 @@ class Connection:
         self._started = False
         self._stopped = False
 
+        self._stall = StallWatch(keepalive_interval, keepalive_count, self.hold)
+        self._events = EventRelay(on_event, on_changed, stale=self._replaced.holds,
+                                  stopping=self._stopping)
         self._connect_failing = LogOnce(LOG)   # connector thread only
-        self._consumer_failing = LogOnce(LOG)  # event thread only
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -185,7 +173,7 @@ class Connection:
 
     def failure(self, conn: libvirt.virConnect, exc: libvirt.libvirtError) -> Failure:
         """Name a call's libvirt error; if it says libvirtd is gone, have
-        the connector replace ``conn`` without waiting for keepalive."""
+        the connector replace ``conn`` without waiting for its next check."""
         failure = translate.failure_of(exc)
         if failure.kind is ErrorKind.CONNECTION_LOST:
             self._mark_lost(conn, failure.message)
@@ -221,7 +209,7 @@ class Connection:
                 self._wake.clear()
                 if self._stopping.is_set():
                     break
-                self._close_replaced()
+                self._replaced.close_returned()
                 reason = self._lost_reason
                 if reason is None and not self._is_alive():
                     reason = "connection is no longer alive"
@@ -231,12 +219,12 @@ class Connection:
                     LOG.warning("lost connection to libvirt at %s: %s", self.uri, reason)
                     lost_at = time.monotonic()
                     conn, ids = self._detach()
-                    self._emit(LifecycleEvent(EventKind.CONNECTION_LOST, detail=reason))
-                    self._close(conn, ids)
+                    self._events.emit(LifecycleEvent(EventKind.CONNECTION_LOST, detail=reason))
+                    self._replaced.close(conn, ids)
         except Exception:
             LOG.exception("libvirt connector thread failed; no further reconnects")
         finally:
-            self._close(*self._detach())
+            self._replaced.close(*self._detach())
 
     def _announce(self, restored: bool, lost_at: float | None) -> None:
         if self._on_connected is not None and not self._stopping.is_set():
@@ -253,7 +241,7 @@ class Connection:
             if self._lost_reason is None:  # not lost again while setting up
                 self._connected.set()
         if restored:
-            self._emit(LifecycleEvent(EventKind.CONNECTION_RESTORED, detail=self.uri))
+            self._events.emit(LifecycleEvent(EventKind.CONNECTION_RESTORED, detail=self.uri))
 
     def _connect(self) -> None:
         conn = libvirt.open(self.uri)
@@ -261,21 +249,14 @@ class Connection:
         try:
             conn.registerCloseCallback(self._on_close, None)
             try:
-                conn.setKeepAlive(-1, 0)   # off: see the ledger module
+                conn.setKeepAlive(-1, 0)   # off: see the stall module
             except libvirt.libvirtError as exc:
                 # Local drivers (test://, embedded) have no transport to
                 # keep alive; that is fine.
                 LOG.debug("keepalive not enabled on %s: %s", self.uri, exc)
-            for event_id, callback in (
-                    (libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle),
-                    (libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, self._on_reboot),
-                    (libvirt.VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE, self._on_agent_lifecycle),
-                    (libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_ADDED, self._on_device),
-                    (libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, self._on_device),
-                    (libvirt.VIR_DOMAIN_EVENT_ID_METADATA_CHANGE, self._on_metadata)):
-                ids.append(conn.domainEventRegisterAny(None, event_id, callback, None))
+            self._events.register(conn, ids)
         except Exception:
-            self._close_quietly(conn, ids)
+            close_quietly(conn, ids)
             raise
         with self._lock:
             self._conn = conn
@@ -291,75 +272,14 @@ class Connection:
             self._connected.clear()
         return conn, ids
 
-    def _close(self, conn: libvirt.virConnect | None, ids: list[int]) -> None:
-        """Close a detached connection now, or once no call waits on it."""
-        if conn is None:
-            return
-        with self._lock:
-            waiting = self._calls.in_flight(conn)
-            if waiting:
-                self._replaced.append((conn, ids))
-        if waiting:
-            LOG.info("%d libvirt call(s) still wait on the replaced connection to %s; it "
-                     "is closed once they return", waiting, self.uri)
-        else:
-            self._close_quietly(conn, ids)
-            with self._lock:
-                self._calls.forget(conn)
-
-    def _close_replaced(self) -> None:
-        with self._lock:
-            done = [(c, i) for c, i in self._replaced if not self._calls.in_flight(c)]
-            self._replaced = [(c, i) for c, i in self._replaced if self._calls.in_flight(c)]
-        for conn, ids in done:
-            self._close_quietly(conn, ids)
-            with self._lock:
-                self._calls.forget(conn)
-
     def _stalled(self) -> str | None:
-        """Why the current connection counts as lost, if it stalled. Past
-        half the limit, one cheap call checks that libvirtd still answers,
-        so a single long agent call on a quiet host is not a stall."""
-        limit = self._keepalive_interval * (self._keepalive_count + 1)
+        """Why the current connection counts as lost, if it stalled."""
         with self._lock:
             conn = self._conn
             if conn is None:
                 return None
             waited = self._calls.waiting_for(conn, time.monotonic(), self._opened_at)
-            # One probe per connection: one stuck on a replaced connection
-            # must not keep the new one from being checked.
-            probe = waited >= limit / 2 and self._probing is not conn
-            if probe:
-                self._probing = conn
-        if waited >= limit:
-            return "libvirtd answered no call for %.0f s" % waited
-        if probe:
-            threading.Thread(target=self._probe, args=(conn,), name="libvirt-probe",
-                             daemon=True).start()
-        return None
-
-    def _probe(self, conn: libvirt.virConnect) -> None:
-        try:
-            with self.hold() as held:
-                if held is conn:
-                    held.getLibVersion()
-        except (libvirt.libvirtError, HypervisorUnavailable):
-            pass   # a dead or replaced connection is found by other means
-        finally:
-            with self._lock:
-                if self._probing is conn:
-                    self._probing = None
-
-    @staticmethod
-    def _close_quietly(conn: libvirt.virConnect, ids: list[int]) -> None:
-        """Best effort: on a dead connection each of these fails fast."""
-        for callback_id in ids:
-            with contextlib.suppress(libvirt.libvirtError):
-                conn.domainEventDeregisterAny(callback_id)
-        with contextlib.suppress(libvirt.libvirtError):
-            conn.unregisterCloseCallback()
-        with contextlib.suppress(libvirt.libvirtError):
-            conn.close()
+        return self._stall.check(conn, waited)
 
     def _is_alive(self) -> bool:
         conn = self._conn
@@ -376,71 +296,7 @@ class Connection:
             self._connected.clear()
         self._wake.set()
 
-    # -- libvirt callbacks (event thread) -------------------------------------
-
     def _on_close(self, conn: libvirt.virConnect, reason: int, opaque: object) -> None:
+        """libvirt's close callback, on the event thread."""
         self._mark_lost(conn, "libvirt closed the connection (%s)"
                         % translate.close_reason(reason))
-
-    def _on_lifecycle(self, conn: libvirt.virConnect, dom: libvirt.virDomain,
-                      event: int, detail: int, opaque: object) -> None:
-        if self._replaced_conn(conn):
-            return   # late, from before the reconnect: the relisting covers it
-        self._deliver(translate.lifecycle_event(event, detail, dom.UUIDString(), dom.name()))
-
-    def _on_reboot(self, conn: libvirt.virConnect, dom: libvirt.virDomain,
-                   opaque: object) -> None:
-        if self._replaced_conn(conn):
-            return
-        self._deliver(LifecycleEvent(EventKind.REBOOTED, dom.UUIDString(), dom.name()))
-
-    def _replaced_conn(self, conn: libvirt.virConnect) -> bool:
-        """A replaced connection whose calls return once libvirtd continues
-        also delivers the events it queued meanwhile: stale by then."""
-        with self._lock:
-            return any(conn is c for c, _ in self._replaced)
-
-    def _on_agent_lifecycle(self, conn: libvirt.virConnect, dom: libvirt.virDomain,
-                            state: int, reason: int, opaque: object) -> None:
-        if self._replaced_conn(conn):
-            return
-        self._deliver(translate.agent_lifecycle_event(state, reason, dom.UUIDString(),
-                                                      dom.name()))
-
-    def _on_device(self, conn: libvirt.virConnect, dom: libvirt.virDomain,
-                   alias: str, opaque: object) -> None:
-        self._changed(dom)
-
-    def _on_metadata(self, conn: libvirt.virConnect, dom: libvirt.virDomain,
-                     mtype: int, nsuri: str | None, opaque: object) -> None:
-        self._changed(dom)
-
-    def _changed(self, dom: libvirt.virDomain) -> None:
-        if self._on_changed is None or self._stopping.is_set():
-            return
-        try:
-            self._on_changed(dom.UUIDString())
-        except Exception:
-            LOG.exception("noting a change of domain %s failed", dom.UUIDString())
-
-    def _emit(self, event: LifecycleEvent) -> None:
-        """Hand a connection-level event to the event thread, so the
-        consumer sees all events from one thread, in order."""
-        if not eventloop.call_soon(lambda: self._deliver(event)):
-            self._deliver(event)
-
-    def _deliver(self, event: LifecycleEvent | None) -> None:
-        """``event`` is None for a kind this libvirt is newer than."""
-        if event is None or self._on_event is None or self._stopping.is_set():
-            return
-        try:
-            self._on_event(event)
-        except Exception:
-            # Checked first: the message names the event, so LogOnce alone
-            # would log every failure.
-            if not self._consumer_failing.active():
-                self._consumer_failing.problem(
-                    "event consumer failed on %s; later failures are not logged until it "
-                    "succeeds again", event, level=std_logging.ERROR, exc_info=True)
-            return
-        self._consumer_failing.resolved("event consumer is accepting events again")

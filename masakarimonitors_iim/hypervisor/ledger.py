@@ -1,17 +1,7 @@
 """Which libvirt calls are in flight, per connection, and since when
-libvirtd last answered one: how the monitor tells a hung libvirtd.
-
-Why not libvirt's keepalive: when keepalive declares a connection dead
-while two or more calls wait on it, the libvirt 9.0 client wakes one of
-them; the others stay in the closed client's I/O loop until data arrives
-on a file descriptor number that by then belongs to another socket, and
-the process dies with SIGSEGV (reproduced with two threads making any
-two calls while libvirtd is SIGSTOPped, keepalive 1 s x 3, then
-SIGCONT). With keepalive off, calls on a hung libvirtd simply wait and
-complete once it continues. So the monitor turns keepalive off, calls a
-connection stalled when a call has waited longer than the stall limit
-and nothing completed on it for as long, and never closes a connection
-while calls are in flight on it.
+libvirtd last answered one: what :mod:`.stall` measures to tell a hung
+libvirtd, and what :mod:`.replaced` waits on before closing a replaced
+connection.
 
 Not thread-safe on its own: :class:`~.connection.Connection` calls it
 under its lock. Times are monotonic seconds, passed in.

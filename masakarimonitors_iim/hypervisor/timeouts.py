@@ -99,6 +99,8 @@ class AgentTimeouts:
         self._suspect: set[str] = set()
         self._in_force: dict[str, int] = {}
         self._pending: set[str] = set()
+        # The domain the thread is setting now (its RPC in flight).
+        self._busy: str | None = None
         # Bumped whenever what libvirt holds becomes unknown (restart,
         # reconnect), so a call in flight then cannot record its value.
         self._marks = 0
@@ -163,6 +165,18 @@ class AgentTimeouts:
                 self._pending.discard(uuid)
                 self._warned.resolved(key=uuid)
 
+    def await_settled(self, uuid: str, timeout: float) -> None:
+        """Wait, at most ``timeout`` seconds, until the thread has set
+        what the domain should hold. Called before an agent command: the
+        re-probe of a guest whose quick first call just timed out would
+        otherwise reach libvirt before the shortened timeout, and wait
+        libvirt's 5 s guest-sync (measured on the testbed). Returns at once
+        for a domain with nothing to set, which is every healthy one."""
+        with self._cond:
+            self._cond.wait_for(
+                lambda: self._stopping or (uuid not in self._pending and self._busy != uuid),
+                timeout)
+
     def in_force(self, uuid: str) -> float | None:
         """Seconds this monitor has set for the domain, None for libvirt's
         default (or not known to be set yet)."""
@@ -209,10 +223,15 @@ class AgentTimeouts:
                 if self._stopping:
                     return
                 uuid = self._pending.pop()
+                self._busy = uuid
             try:
                 self._reconcile(uuid)
             except Exception:
                 LOG.exception("setting the agent timeout of %s failed", uuid)
+            finally:
+                with self._cond:
+                    self._busy = None
+                    self._cond.notify_all()     # await_settled
 
     def _reconcile(self, uuid: str) -> None:
         """Set the target until what is set is the target: a change racing

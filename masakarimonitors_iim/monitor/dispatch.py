@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterator, Mapping, Protocol
 from masakarimonitors_iim.journal.machine import State
 from masakarimonitors_iim.monitor.backlog import BacklogWatch
 from masakarimonitors_iim.monitor.domains import Watched
-from masakarimonitors_iim.monitor.schedule import SUSPECT, Schedule, lane_for, next_due
+from masakarimonitors_iim.monitor.schedule import (
+    HEALTHY, SUSPECT, Schedule, lane_for, next_due)
 from masakarimonitors_iim.prober import Prober, RoundOutcome
 
 #: Rounds due within this many seconds start together (early, never
@@ -52,6 +53,11 @@ class Dispatcher:
         # Lanes whose finishing round should wake the scheduler at once;
         # read by workers.
         self._wake_lanes: frozenset[str] = frozenset()
+        # Clean-up jobs waiting for a slot (scheduler thread), and the
+        # slot tokens of those that ended (appended by workers).
+        self._cleanups: collections.deque[Callable[[], None]] = collections.deque()
+        self._cleaned: collections.deque[int] = collections.deque()
+        self._stopping = False
 
     # -- mirroring the watched domains -------------------------------------------
     def reschedule(self, uuid: str, w: Watched | None, state: State | None) -> None:
@@ -60,7 +66,14 @@ class Dispatcher:
         outcome is taken. ``state`` is its journal state."""
         if w is None:
             self.schedule.cancel(uuid)
-        elif not w.in_flight and self.schedule.due_of(uuid) != w.next_due:
+        elif w.in_flight:
+            return
+        elif w.recheck_at is not None:
+            # A quick first call went unanswered: decide in the suspect
+            # lane, at once, with the full timeout.
+            if self.schedule.due_of(uuid) != w.recheck_at:
+                self.schedule.put(uuid, w.recheck_at, SUSPECT)
+        elif self.schedule.due_of(uuid) != w.next_due:
             lane = lane_for(w.last_result.verdict if w.last_result else None, state)
             self.schedule.put(uuid, w.next_due, lane)
 
@@ -69,17 +82,64 @@ class Dispatcher:
             if uuid not in watched:
                 self.schedule.cancel(uuid)
 
+    # -- clean-up jobs ---------------------------------------------------------
+    def run_cleanup(self, job: Callable[[], None]) -> None:
+        """Run ``job`` (releasing what a probe left in a guest) on a worker
+        once a slot of the suspect share is free: it talks to an agent, so
+        it holds an agent slot like a round, and rounds must not find the
+        slot they were promised taken. Once stopping, at once."""
+        if self._stopping:
+            self._pool.submit(job, cleanup=True)
+        else:
+            self._cleanups.append(job)
+
+    def stopping(self) -> None:
+        """The scheduler thread has ended: clean-ups no longer wait for a
+        slot (the pool runs them while the stop deadline allows)."""
+        self._stopping = True
+        while True:
+            try:    # a scheduler thread that outlived its join may pop too
+                job = self._cleanups.popleft()
+            except IndexError:
+                return
+            self._pool.submit(job, cleanup=True)
+
+    def _start_cleanups(self, now: float) -> None:
+        while self._cleanups:
+            token = self.schedule.hold(now)
+            if token is None:
+                return
+            job = self._cleanups.popleft()
+
+            def slotted(job: Callable[[], None] = job, token: int = token) -> None:
+                try:
+                    job()
+                finally:
+                    self._cleaned.append(token)
+                    self._wake.set()
+            self._pool.submit(slotted, cleanup=True)
+
     # -- rounds ----------------------------------------------------------------
     def start_due(self, now: float, watched: Mapping[str, Watched]) -> bool:
         """Start what is due and has a slot; True when a backlog began or
         cleared."""
+        self._start_cleanups(now)
         for start in self.schedule.take(now, BATCH):
             w = watched.get(start.uuid)
             if w is None or w.in_flight:     # cannot happen: the schedule mirrors
                 self.schedule.finished(start.token)
                 continue
             w.in_flight = True
-            if w.last_result is None:
+            quick = start.lane == HEALTHY
+            if w.recheck_at is not None:
+                # An extra round: the cadence (next_due) stays, so the
+                # failure streak and the detection bound do not move; one
+                # that waited past the next due time stands for that round.
+                w.recheck_at = None
+                quick = False
+                if now >= w.next_due:
+                    w.next_due = next_due(w.next_due, now, w.policy.interval)
+            elif w.last_result is None:
                 # The first round of this watch or boot: the next one comes
                 # at a random point of the second half of the interval, so
                 # domains first probed together (a new host, a fresh journal)
@@ -89,14 +149,14 @@ class Dispatcher:
                 w.next_due = now + w.policy.interval * (1.0 - self._spread() / 2)
             else:
                 w.next_due = next_due(start.due, now, w.policy.interval)
-            self._pool.submit(self._job(w, start.lane, start.token))
+            self._pool.submit(self._job(w, start.lane, start.token, quick))
         self._wake_lanes = self.schedule.wake_lanes(now)
         return self.backlog.update(self.schedule.backlog(now), now)
 
-    def _job(self, w: Watched, lane: str, token: int) -> Callable[[], None]:
+    def _job(self, w: Watched, lane: str, token: int, quick: bool) -> Callable[[], None]:
         """The job carries a frozen spec and the generation, so a restart
         or a policy reload while it runs cannot mix two rounds."""
-        spec = w.round_spec(self._grace)
+        spec = w.round_spec(self._grace, quick)
         generation = w.generation
         slow_after = self.schedule.slow_after
 
@@ -117,6 +177,8 @@ class Dispatcher:
         """The rounds that ended since the last batch, their slots freed.
         Taken one by one: what is left when the caller stops (a journal
         write failed) stays for the next batch."""
+        while self._cleaned:
+            self.schedule.finished(self._cleaned.popleft())
         while self._outcomes:
             w, generation, outcome, token = self._outcomes.popleft()
             self.schedule.finished(token)
@@ -127,7 +189,7 @@ class Dispatcher:
         time, or the next batch of outcomes while rounds run; None if
         neither (a finishing round a ready one waits for wakes it)."""
         due = self.schedule.next_wake()
-        if self.schedule.running or self._outcomes:
+        if self.schedule.running or self._outcomes or self._cleaned:
             due = now + BATCH if due is None else min(due, now + BATCH)
         return due
 

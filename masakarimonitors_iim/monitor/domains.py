@@ -18,7 +18,8 @@ from masakarimonitors_iim.journal import machine
 from masakarimonitors_iim.prober import (
     CAPABILITY_RECHECK_ROUNDS, ProbeRun, RoundOutcome, RoundSpec)
 from masakarimonitors_iim.probes import base as probes_base
-from masakarimonitors_iim.verdict import ProbeResult
+from masakarimonitors_iim.probes import first_call
+from masakarimonitors_iim.verdict import ProbeResult, Verdict
 
 LOG = logging.getLogger(__name__)
 
@@ -56,6 +57,17 @@ class Watched:
     #: rounds applied since guest-info was read, to read it again now and
     #: then while it blocks a probe (see prober.CAPABILITY_RECHECK_ROUNDS)
     rounds_since_capabilities: int = 0
+    #: seconds the agent took to answer the last round's first call (None:
+    #: it did not answer), to decide whether the next may be quick
+    #: (probes/first_call.py)
+    first_answer_seconds: float | None = None
+    #: set when a quick first call was not answered: the monotonic time of
+    #: the extra round that decides, in the suspect lane, with the full
+    #: timeout; ``next_due`` keeps the domain's cadence meanwhile
+    recheck_at: float | None = None
+    #: the journal says a FAILED round could still lead to a report
+    #: (:func:`machine.can_report`): only then are I/O counters sampled
+    could_report: bool = True
 
     def build_probes(self) -> None:
         """(Re)create the probes from the policy; a probe that cannot be
@@ -91,6 +103,9 @@ class Watched:
                 now + disconnect_grace, self.started_at + self.policy.boot_deadline)
         self.capabilities_checked = False
         self.last_result = None
+        self.first_answer_seconds = None
+        self.recheck_at = None
+        self.could_report = True
         self.build_probes()
         self.next_due = now + 1.0
 
@@ -108,8 +123,10 @@ class Watched:
             self.build_probes()
         return timeout_changed
 
-    def round_spec(self, disconnect_grace: float) -> RoundSpec:
-        """A frozen copy of what the next round needs."""
+    def round_spec(self, disconnect_grace: float, quick: bool = False) -> RoundSpec:
+        """A frozen copy of what the next round needs; ``quick``: its
+        first call may be cut short (the healthy lane asks, see
+        :meth:`may_be_quick`)."""
         return RoundSpec(
             uuid=self.info.uuid, name=self.info.name, probes=tuple(self.probes),
             timeout=self.policy.timeout,
@@ -118,8 +135,15 @@ class Watched:
             startup_grace_until=self.started_at + self.policy.startup_grace,
             disconnect_grace_until=self.disconnect_grace_until,
             disconnect_grace=disconnect_grace,
-            corroborate=self.policy.corroborate,
-            frozen_since=self.frozen_since)
+            corroborate=self.policy.corroborate and self.could_report,
+            frozen_since=self.frozen_since, quick=quick and self.may_be_quick())
+
+    def may_be_quick(self) -> bool:
+        """A guest last seen healthy whose agent answered fast, and not
+        the re-probe of a quick call that went unanswered."""
+        return (self.recheck_at is None and self.last_result is not None
+                and self.last_result.verdict is Verdict.HEALTHY
+                and first_call.may_be_quick(self.first_answer_seconds, self.policy.timeout))
 
     def thresholds(self) -> machine.Thresholds:
         """How patient the journal is with this domain, from its policy."""
@@ -147,6 +171,7 @@ class Watched:
             self.frozen_since = 0.0
         if outcome.agent_answered:
             self.disconnect_grace_until = 0.0
+        self.first_answer_seconds = outcome.first_answer_seconds
 
     def closer(self, agent: AgentChannel) -> Callable[[], None] | None:
         """A job that releases what the probes left in the guest (a pending

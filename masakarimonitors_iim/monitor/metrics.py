@@ -30,6 +30,10 @@ metric                                                  type       meaning
                                                                    for a free agent slot
 ``masakari_iim_probe_backlog_oldest_seconds``           gauge      how long the oldest of them
                                                                    has waited; 0 when none
+``masakari_iim_rechecks_total``                         counter    healthy guests whose first call
+                                                                   went unanswered for 1 s and
+                                                                   were probed again at once
+                                                                   with the full timeout
 ``masakari_iim_storm_holding``                          gauge      1 while the storm guard holds
                                                                    this host's notifications
 ``masakari_iim_journal_readable``                       gauge      0 when the journal database
@@ -177,8 +181,11 @@ class Metrics:
         self._verdicts = Counter(
             PREFIX + "verdicts", "Round verdicts applied by the scheduler, by verdict",
             ["verdict"], registry=self.registry)
-        for verdict in Verdict:
-            self._verdicts.labels(verdict.value)
+        # The labelled children, looked up once: labels() costs more than
+        # the increment, once per round.
+        self._verdict_count = {verdict: self._verdicts.labels(verdict.value)
+                               for verdict in Verdict}
+        self._probe_seconds_by_name: dict[str, Any] = {}
         self._backlog = Gauge(
             PREFIX + "probe_backlog",
             "Probe rounds due and waiting for a free agent slot (probe_workers)",
@@ -186,6 +193,11 @@ class Metrics:
         self._backlog_oldest = Gauge(
             PREFIX + "probe_backlog_oldest_seconds",
             "Seconds the oldest probe round waiting for an agent slot has waited; 0 if none",
+            registry=self.registry)
+        self._rechecks = Counter(
+            PREFIX + "rechecks",
+            "Healthy guests whose first agent call went unanswered for 1 s and were probed "
+            "again at once with the full timeout (no failure counted)",
             registry=self.registry)
         self._storm = Gauge(
             PREFIX + "storm_holding",
@@ -197,10 +209,18 @@ class Metrics:
         """Count one round the scheduler applied, with the verdict it
         applied (a disconnect grace may have turned the prober's FAILED
         into UNKNOWN)."""
-        self._verdicts.labels(verdict.value).inc()
+        self._verdict_count[verdict].inc()
         for run in outcome.probes:
             if not run.skipped:
-                self._probe_seconds.labels(run.name).observe(run.seconds)
+                seconds = self._probe_seconds_by_name.get(run.name)
+                if seconds is None:
+                    seconds = self._probe_seconds_by_name[run.name] = (
+                        self._probe_seconds.labels(run.name))
+                seconds.observe(run.seconds)
+
+    def recheck(self) -> None:
+        """A healthy-lane round ended unanswered (probes/first_call.py)."""
+        self._rechecks.inc()
 
     def backlog(self, overdue: int, oldest_seconds: float) -> None:
         """Set by the scheduler when its backlog changes (an event it

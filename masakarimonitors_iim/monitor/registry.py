@@ -19,7 +19,6 @@ from masakarimonitors_iim.journal.machine import State
 from masakarimonitors_iim.monitor.domains import Watched, snapshot
 from masakarimonitors_iim.monitor.results import JournalWriter
 from masakarimonitors_iim.monitor.settings import Settings
-from masakarimonitors_iim.workers import WorkerPool
 
 LOG = logging.getLogger(__name__)
 
@@ -33,13 +32,13 @@ RELIST_EVENTS = {EventKind.CONNECTION_LOST, EventKind.CONNECTION_RESTORED,
 
 class Registry:
     def __init__(self, settings: Settings, *, hypervisor: HypervisorAPI,
-                 results: JournalWriter, pool: WorkerPool,
+                 results: JournalWriter, cleanup: Callable[[Callable[[], None]], None],
                  policy_file: policy_mod.PolicyFile | None,
                  clock: Callable[[], float], spread: Callable[[], float]) -> None:
         self.settings = settings
         self._hv = hypervisor
         self._results = results
-        self._pool = pool
+        self._cleanup = cleanup
         self._clock = clock
         self._spread = spread
         self.policy_file = policy_file
@@ -131,10 +130,11 @@ class Registry:
 
     def close_probes(self, w: Watched) -> None:
         """On a worker: closing talks to the agent, and a hung agent must
-        not hold up the scheduler thread."""
+        not hold up the scheduler thread. It takes an agent slot like a
+        round (see Dispatcher.run_cleanup)."""
         job = w.closer(self._hv.agent(w.info.uuid))
         if job is not None:
-            self._pool.submit(job, cleanup=True)
+            self._cleanup(job)
 
     def _resolve(self, info: DomainInfo) -> policy_mod.EffectivePolicy:
         return policy_mod.resolve(self.settings.defaults, info, self.policy_file)

@@ -195,6 +195,16 @@ class Schedule:
                 started.append(Start(entry.uuid, lane, entry.due, token))
         return started
 
+    def hold(self, now: float) -> int | None:
+        """Take a slot for work that is not a round (closing a probe talks
+        to an agent that may hang): from the suspect share, so it never
+        takes the healthy lane's last slot. None when no slot is free."""
+        if not self._free(SUSPECT, now):
+            return None
+        token = next(self._seq)
+        self.running[token] = (SUSPECT, now)
+        return token
+
     def finished(self, token: int) -> None:
         """The round is over: its slot is free again."""
         self.running.pop(token, None)

@@ -1,18 +1,17 @@
-"""The scheduler: when each domain is probed, and what a result changes.
+"""The scheduler: its thread, its life cycle, and the parts it joins.
 
 Data flows one way: libvirt events and the domain list (made on the
 :class:`Lister`'s thread) feed the :class:`Registry`; the
 :class:`Schedule` says which rounds are due and may take an agent slot
 (healthy and suspect domains in separate lanes); those go to the workers
 as frozen round specs, run by the :class:`Prober`; outcomes come back in
-batches and are applied on the scheduler thread alone, through the
-:class:`JournalWriter` (so journal writes never race); the sender
-delivers what it queued. A wake-up costs the rounds it starts and the
+batches and are applied on the scheduler thread alone, by the
+:class:`Applier` through the :class:`JournalWriter` (so journal writes
+never race); the sender delivers what it queued. A wake-up costs the rounds it starts and the
 outcomes it applies, never a pass over every domain.
 """
 from __future__ import annotations
 
-import queue
 import random
 import threading
 from typing import Any, Callable
@@ -22,14 +21,14 @@ from oslo_log import log as logging
 from masakarimonitors_iim import status
 from masakarimonitors_iim.common.backoff import next_delay
 from masakarimonitors_iim.common.logonce import LogOnce
-from masakarimonitors_iim.common.text import one_line
-from masakarimonitors_iim.db import Database, DatabaseError
+from masakarimonitors_iim.db import Database
 from masakarimonitors_iim.guards.activity import ActivityGuard
 from masakarimonitors_iim.guards.storm import StormGuard, counted
 from masakarimonitors_iim.hypervisor.interface import HypervisorAPI
 from masakarimonitors_iim.hypervisor.types import DomainInfo, EventKind, LifecycleEvent
+from masakarimonitors_iim.monitor.apply import Applier
 from masakarimonitors_iim.monitor.dispatch import Dispatcher
-from masakarimonitors_iim.monitor.domains import Watched
+from masakarimonitors_iim.monitor.jobs import JobQueue
 from masakarimonitors_iim.monitor.lister import Inventory
 from masakarimonitors_iim.monitor.lock import JournalLock
 from masakarimonitors_iim.monitor.metrics import Metrics
@@ -39,8 +38,7 @@ from masakarimonitors_iim.monitor.settings import Settings, load_policy_file
 from masakarimonitors_iim.monitor.systemd import SystemdNotifier
 from masakarimonitors_iim.notifier.base import Notifier
 from masakarimonitors_iim.outbox.sender import Sender
-from masakarimonitors_iim.prober import Prober, RoundOutcome, in_disconnect_grace
-from masakarimonitors_iim.verdict import ProbeResult, Verdict
+from masakarimonitors_iim.prober import Prober
 from masakarimonitors_iim.workers import WorkerPool
 
 LOG = logging.getLogger(__name__)
@@ -74,7 +72,9 @@ class Monitor:
         self._hv = hypervisor
         self._db = db
         self._pool = pool
-        self._events: queue.Queue[Callable[[], None]] = queue.Queue()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self.jobs = JobQueue(self._wake)
         self.storm = StormGuard(settings.storm, watched=lambda: self.registry.watched.keys(),
                                 counts_for=lambda uuid: counted(self.results.record(uuid)),
                                 on_change=lambda holding: self.metrics.storm(holding))
@@ -91,21 +91,17 @@ class Monitor:
                              hostname=settings.hostname, clock=wall)
         self._prober = prober or Prober(hypervisor, clock)
         self.registry = Registry(
-            settings, hypervisor=hypervisor, results=self.results, pool=pool,
+            settings, hypervisor=hypervisor, results=self.results,
+            cleanup=lambda job: self.dispatch.run_cleanup(job),
             policy_file=load_policy_file(settings.policy_file, initial=True),
             clock=clock, spread=spread)
         self.results.guards = trust_guards(self.registry.policy_of, self.results,
                                            self.results.guards)
-        self._stop = threading.Event()
-        self._wake = threading.Event()
         self.inventory = Inventory(hypervisor, interval=settings.defaults.interval,
-                                   clock=clock, post=self._post, sync=self._synced)
+                                   clock=clock, post=self.jobs.post, sync=self._synced)
         self._prune_due = 0.0
         self._thread: threading.Thread | None = None
         self._loop_trouble = LogOnce(LOG)
-        # An event or reload whose journal write failed: run again, before
-        # anything queued after it, until it is written.
-        self._held_job: Callable[[], None] | None = None
         self._journal_lock = journal_lock
         self.metrics = metrics or Metrics(db, hypervisor, wall=wall)
         self.dispatch = Dispatcher(settings.probe_workers, pool=pool, prober=self._prober,
@@ -113,6 +109,10 @@ class Monitor:
                                    set_metrics=self.metrics.backlog,
                                    disconnect_grace=settings.disconnect_grace,
                                    spread=spread)
+        self.apply = Applier(registry=self.registry, results=self.results,
+                             metrics=self.metrics, activity=self.activity,
+                             disconnect_grace=settings.disconnect_grace,
+                             clock=clock, wall=wall)
         self._systemd = systemd or SystemdNotifier(None)
 
     # -- life cycle ---------------------------------------------------------
@@ -152,6 +152,7 @@ class Monitor:
         self._thread.join(max(0.1, deadline - self._clock()) / 2)
         self.inventory.lister.stop(0.1)
         self.metrics.stop(min(0.5, max(0.1, deadline - self._clock())))
+        self.dispatch.stopping()
         for w in list(self.registry.watched.values()):
             self.registry.close_probes(w)   # before libvirt goes: they talk to guests
         self._pool.stop(max(0.1, (deadline - self._clock()) / 2))
@@ -169,16 +170,12 @@ class Monitor:
     def reload(self) -> None:
         """SIGHUP: re-read the policy file; an invalid one leaves the
         policy in force unchanged."""
-        self._post(_Durable(self._apply_reload))
+        self.jobs.post_durable(self._apply_reload)
 
     # -- inputs from other threads ------------------------------------------
     def handle_event(self, event: LifecycleEvent) -> None:
         """Called on libvirt's event thread: only queue, never block it."""
-        self._post(_Durable(lambda: self._apply_event(event)))
-
-    def _post(self, job: Callable[[], None]) -> None:
-        self._events.put(job)
-        self._wake.set()
+        self.jobs.post_durable(lambda: self._apply_event(event))
 
     # -- the scheduler thread -----------------------------------------------
     def _loop(self) -> None:
@@ -196,7 +193,8 @@ class Monitor:
                 # scheduler that hangs, or fails every iteration, for
                 # WatchdogSec gets restarted by systemd.
                 self._systemd.watchdog()
-                self._systemd.status(self._status_line())
+                if self._systemd.enabled:   # the line costs more than a round
+                    self._systemd.status(self._status_line())
             except Exception as exc:
                 # One bad iteration must not stop monitoring. A persistent
                 # fault (say, the journal's disk is full) is logged in full
@@ -224,25 +222,10 @@ class Monitor:
         the inventory when due, hand due domains to the workers, then sleep
         until something is due (unless ``wait`` is False, for tests)."""
         self._wake.clear()
-        while True:
-            job, self._held_job = self._held_job, None
-            if job is None:
-                try:
-                    job = self._events.get_nowait()
-                except queue.Empty:
-                    break
-            try:
-                job()
-            except DatabaseError:
-                # The journal could not be written ("database is locked",
-                # disk full): dropping an event would lose, say, a restart,
-                # and leave a stale failure streak to report later. It runs
-                # again first next iteration; what came after waits. A
-                # round's outcome is not kept: the next round brings a new
-                # one, and one that cannot be written must not wedge the rest.
-                if isinstance(job, _Durable):
-                    self._held_job = job
-                raise
+        # Events and reloads first (one whose journal write failed is held
+        # and runs first next time: monitor/jobs.py), then the outcomes (one
+        # that cannot be written is dropped: the next round brings a new one).
+        self.jobs.run_pending()
         self._apply_outcomes()
         now = self._clock()
         self.inventory.request_if_due(now)
@@ -295,56 +278,20 @@ class Monitor:
         for w, generation, outcome in self.dispatch.outcomes():
             try:
                 if outcome is not None:
-                    self._apply_outcome(w, generation, outcome)
+                    self.apply.outcome(w, generation, outcome)
             finally:
                 w.in_flight = False
                 self._reschedule(w.info.uuid)
 
-    def _apply_outcome(self, w: Watched, generation: int, outcome: RoundOutcome) -> None:
-        uuid = w.info.uuid
-        if self.registry.watched.get(uuid) is not w:
-            return  # unwatched (and maybe watched anew) while this round ran
-        if generation != w.generation:
-            return  # the domain restarted while this round ran
-        w.learn(outcome, self._wall())
-        result = outcome.result
-        if outcome.agent_absent and self._clock() < w.disconnect_grace_until:
-            # The agent disconnected (or libvirt came back) while the round
-            # ran: the grace armed since then applies to it too.
-            result = in_disconnect_grace(self.settings.disconnect_grace)
-        self.metrics.round_applied(outcome, result.verdict)
-        previous, w.last_result = w.last_result, result
-        if previous is None or previous.verdict is not result.verdict:
-            log = LOG.warning if result.verdict is Verdict.FAILED else LOG.info
-            log("domain %s (%s): %s%s", w.info.name, uuid, result.verdict.value,
-                " (%s)" % result.reason if result.reason else "")
-        self.activity.sample(uuid, outcome.activity)
-        self.results.verdict(uuid, w.info.name, result, w.thresholds())
-
     def _apply_event(self, event: LifecycleEvent) -> None:
         LOG.debug("libvirt event %s %s", event.kind.value, event.uuid)
         if event.kind is EventKind.CONNECTION_LOST:
-            self._connection_lost(event.detail)
+            self.apply.connection_lost(event.detail)
         if event.kind in STOP_EVENTS or event.kind is EventKind.UNDEFINED:
             self.inventory.stopped(event.uuid)
         if self.registry.on_event(event):
             self.inventory.want()
         self._reschedule(event.uuid)
-
-    def _connection_lost(self, detail: str) -> None:
-        """Every watched domain is UNKNOWN from now on. A round still
-        waiting on the hung libvirtd would otherwise leave the last verdict
-        standing until libvirtd continues; its late outcome is dropped
-        (generation), and new rounds fail at once until the reconnect."""
-        result = ProbeResult.unknown(one_line(
-            "libvirt connection lost (%s); guest health unknown" % (detail or "no reason")))
-        for w in list(self.registry.watched.values()):
-            w.generation += 1
-            previous, w.last_result = w.last_result, result
-            if previous is None or previous.verdict is not Verdict.UNKNOWN:
-                LOG.info("domain %s (%s): UNKNOWN (%s)", w.info.name, w.info.uuid,
-                         result.reason)
-            self.results.verdict(w.info.uuid, w.info.name, result, w.thresholds())
 
     def _apply_reload(self) -> None:
         new = load_policy_file(self.settings.policy_file, initial=False)
@@ -368,12 +315,3 @@ class Monitor:
                     storm=self.storm.snapshot(self._wall()),
                     backlog=self.dispatch.snapshot())
 
-
-class _Durable:
-    """A queued job that a failed journal write must not lose (see step)."""
-
-    def __init__(self, run: Callable[[], None]) -> None:
-        self._run = run
-
-    def __call__(self) -> None:
-        self._run()

@@ -24,7 +24,8 @@ attempt is recorded durably before it is sent
 Back-off protects Masakari from load, not from an answer: while the last
 attempt of a row reached nothing (connection refused, a gateway's 503),
 a cheap probe (``Notifier.reachable``) asks every ``retry_interval``
-whether the API is back, and when it is those rows are sent at once.
+whether the API is back, and when it is those rows are sent at once
+(:mod:`~masakarimonitors_iim.outbox.reach` says which rows and when).
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ from masakarimonitors_iim.notifier.base import format_generated_time
 from masakarimonitors_iim.notifier.base import Notifier
 from masakarimonitors_iim.outbox import duplicates
 from masakarimonitors_iim.outbox.follow import Follower
+from masakarimonitors_iim.outbox.reach import Reach
 from masakarimonitors_iim.outbox.store import DEAD
 from masakarimonitors_iim.outbox.store import DELIVERED
 from masakarimonitors_iim.outbox.store import OutboxEntry
@@ -108,17 +110,7 @@ class Sender:
         self.follower = Follower(outbox, notifier, base=self.retry_interval,
                                  cap=self.max_backoff, clock=clock,
                                  stopping=self._stopping.is_set)
-        # Rows whose last attempt reached nothing, waiting for the API to
-        # come back; seeded from the outbox at the first scan.
-        self._unreachable: set[int] = set()
-        self._seeded = False
-        self._next_probe = 0.0
-        # Rows last sent because the probe said the API is back, and how
-        # often in a row the attempt then still reached nothing: the probe
-        # backs off by that, so a probe that lies cannot make the sender
-        # hammer.
-        self._expedited: set[int] = set()
-        self._false_alarms = 0
+        self._reach = Reach(self.retry_interval, self.max_backoff)
         # A failing loop is logged once per distinct error, a raising
         # notifier once per entry until it settles, a configuration error
         # once until it changes or something is delivered.
@@ -200,25 +192,11 @@ class Sender:
         """While rows wait for an unreachable API, ask cheaply every
         ``retry_interval`` whether it is back, and send them when it is."""
         pending = {e.id: e for e in self.outbox.pending()}
-        if not self._seeded:
-            # After a restart the reason of the last failure is not known:
-            # one probe and one attempt tell (collided rows wait their window).
-            self._seeded = True
-            self._unreachable = {i for i, e in pending.items()
-                                 if e.attempts > 0 and not e.restamp_due}
-        self._unreachable &= set(pending)
         now = self._clock()
-        soon = now + self.retry_interval
-        waiting = sorted(i for i in self._unreachable
-                         if pending[i].next_attempt_at > soon
-                         and not pending[i].restamp_due)
-        if not waiting or now < self._next_probe:
-            return
-        self._next_probe = now + self.retry_interval
-        if self.notifier.reachable():
+        waiting = self._reach.waiting(pending, now)
+        if waiting and self.notifier.reachable():
             moved = self.outbox.expedite(waiting, now)
-            self._unreachable.difference_update(waiting)
-            self._expedited = set(waiting)
+            self._reach.back(waiting)
             LOG.info("Masakari answers again: sending %d waiting "
                      "notification(s) now", moved)
 
@@ -263,12 +241,7 @@ class Sender:
         outcome = self._attempt(entry)
         attempts = entry.attempts + 1
         now = self._clock()
-        expedited = entry.id in self._expedited
-        self._expedited.discard(entry.id)
-        if outcome.status is not S.UNREACHABLE:
-            # Masakari answered: whatever follows, nothing to probe for.
-            self._unreachable.discard(entry.id)
-            self._false_alarms = 0
+        expedited = self._reach.answered(entry.id, outcome.status)
         if outcome.status is S.DUPLICATE:
             resolved = duplicates.resolve(
                 self.outbox, self.notifier, entry, outcome, now,
@@ -298,12 +271,7 @@ class Sender:
                            self._rng)
         self.outbox.mark_retry(entry.id, attempts, now + delay, detail)
         if outcome.status is S.UNREACHABLE:
-            self._unreachable.add(entry.id)
-            if expedited:
-                self._false_alarms += 1
-            self._next_probe = now + next_delay(
-                self._false_alarms + 1, self.retry_interval, self.max_backoff,
-                lambda: 1.0)
+            self._reach.unreachable(entry.id, expedited, now)
         elif outcome.status is S.MISCONFIGURED:
             self._config_log.problem(
                 "Masakari refuses notifications until the configuration is "

@@ -32,10 +32,12 @@ Decisions worth knowing:
 * Kill safety: a pid is only killed right after guest-exec-status said
   it has not exited; qemu-ga reaps its children, so killing a pid it
   already reported as exited could hit an unrelated process reusing it.
+
+The pids to remember until qemu-ga reports them exited (the check
+command, the kill helpers) are kept by :mod:`.exec_pending`.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 from typing import Any, Mapping
@@ -48,6 +50,7 @@ from masakarimonitors_iim.probes.base import (
     Deadline,
     Probe,
 )
+from masakarimonitors_iim.probes.exec_pending import KillHelpers, Pending, reply_pid
 from masakarimonitors_iim.verdict import ProbeResult
 
 LOG = logging.getLogger(__name__)
@@ -60,19 +63,6 @@ EXAMPLE = "['/usr/local/bin/check-app', '--quick']"
 
 POLL_FIRST = 0.05   # first guest-exec-status poll after this many seconds
 POLL_MAX = 0.5      # then doubling up to this
-MAX_ORPHANS = 16    # kill helpers still to reap with guest-exec-status
-
-
-@dataclasses.dataclass
-class _Pending:
-    """A command started in the guest and not yet reaped."""
-
-    pid: int
-    started: float              # host monotonic time it was started
-    allowance: float            # seconds of watched time it may run
-    watched: float = 0.0        # seconds we have seen it running
-    last_seen: float | None = None  # last status reply this round (None: none yet)
-    kills: int = 0              # kill attempts; >0 means its FAILED was reported
 
 
 class ExecProbe(Probe):
@@ -94,8 +84,8 @@ class ExecProbe(Probe):
         self._shown = one_line(" ".join(self.command), 80)
         self.judge = exec_judge.Judge(self._shown, self.expect_exit, self.stdout_regex,
                                       self.max_output)
-        self._pending: _Pending | None = None
-        self._orphans: list[int] = []
+        self._pending: Pending | None = None
+        self._helpers = KillHelpers(self.kill_command)
         # close() may come from another thread while a round runs; the
         # round then does the clean-up when it ends (see close()).
         self._lock = threading.Lock()
@@ -126,7 +116,7 @@ class ExecProbe(Probe):
                 deadline = Deadline(timeout, self._clock)
                 reserve = min(CLEANUP_CALL_TIMEOUT, 0.2 * timeout)
                 result = self._round(agent, deadline, reserve)
-                self._reap_orphans(agent, deadline)
+                self._helpers.reap(agent, deadline)
                 return result
         finally:
             self._cleanup_if_closed()
@@ -162,13 +152,13 @@ class ExecProbe(Probe):
                 status = agent.command("guest-exec-status", {"pid": pending.pid},
                                        CLEANUP_CALL_TIMEOUT)
                 if isinstance(status, dict) and status.get("exited") is False:
-                    self._issue_kill(agent, pending.pid, CLEANUP_CALL_TIMEOUT)
+                    self._helpers.kill(agent, pending.pid, CLEANUP_CALL_TIMEOUT)
             except AgentError as err:
                 LOG.info("exec probe close: could not stop pid %d: %s",
                          pending.pid, one_line(str(err)))
         if agent is not None:
-            self._reap_orphans(agent, Deadline(CLEANUP_CALL_TIMEOUT, self._clock))
-        self._orphans.clear()
+            self._helpers.reap(agent, Deadline(CLEANUP_CALL_TIMEOUT, self._clock))
+        self._helpers.forget()
 
     # -- one round ---------------------------------------------------------
 
@@ -207,7 +197,7 @@ class ExecProbe(Probe):
                     return ProbeResult.failed(reason)
                 return ProbeResult.unknown(reason)
             raise
-        pid = _pid(reply)
+        pid = reply_pid(reply)
         if pid is None:
             return ProbeResult.unknown("malformed guest-exec reply: %s" % one_line(repr(reply)))
         now = self._clock()
@@ -215,7 +205,7 @@ class ExecProbe(Probe):
             allowance = self.timeout
         else:
             allowance = max(0.0, deadline.end - reserve - now)
-        self._pending = _Pending(pid=pid, started=now, allowance=allowance, last_seen=now)
+        self._pending = Pending(pid=pid, started=now, allowance=allowance, last_seen=now)
         return None
 
     def _follow(self, agent: AgentChannel, deadline: Deadline,
@@ -268,12 +258,12 @@ class ExecProbe(Probe):
             self._sleep(min(delay, room, left))
             delay = min(delay * 2, POLL_MAX)
 
-    def _kill(self, agent: AgentChannel, p: _Pending, deadline: Deadline,
+    def _kill(self, agent: AgentChannel, p: Pending, deadline: Deadline,
               now: float) -> ProbeResult:
         again = p.kills > 0
         p.kills += 1
         try:
-            self._issue_kill(agent, p.pid, deadline.call_timeout(floor=0.5))
+            self._helpers.kill(agent, p.pid, deadline.call_timeout(floor=0.5))
             note = "kill issued (%s %d)" % (one_line(" ".join(self.kill_command), 60), p.pid)
         except AgentError as err:
             note = "kill failed: %s" % one_line(str(err))
@@ -284,32 +274,3 @@ class ExecProbe(Probe):
                                          note))
         return ProbeResult.failed("check command %s did not finish within %.1f s; %s"
                                   % (self._shown, p.allowance, note))
-
-    def _issue_kill(self, agent: AgentChannel, pid: int, timeout: float) -> None:
-        argv = self.kill_command + [str(pid)]
-        reply = agent.command("guest-exec", {"path": argv[0], "arg": argv[1:]}, timeout)
-        kill_pid = _pid(reply)
-        if kill_pid is not None and len(self._orphans) < MAX_ORPHANS:
-            self._orphans.append(kill_pid)
-
-    def _reap_orphans(self, agent: AgentChannel, deadline: Deadline) -> None:
-        """Collect kill helpers' exit status, or qemu-ga keeps their
-        records forever. Best effort, only with time left in the round."""
-        while self._orphans and deadline.remaining() > 0:
-            pid = self._orphans[0]
-            try:
-                status = agent.command("guest-exec-status", {"pid": pid},
-                                       deadline.call_timeout())
-            except AgentError as err:
-                if err.kind is not ErrorKind.COMMAND_FAILED \
-                        and not capabilities.is_blocked_error(err):
-                    return  # agent trouble: try again another round
-            else:
-                if not (isinstance(status, dict) and status.get("exited") is True):
-                    return  # still running: try again another round
-            self._orphans.pop(0)
-
-
-def _pid(reply: object) -> int | None:
-    pid = reply.get("pid") if isinstance(reply, dict) else None
-    return pid if exec_judge.is_int(pid) and pid > 0 else None

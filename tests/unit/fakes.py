@@ -25,6 +25,7 @@ class FakeAgent:
     def command(self, name: str, arguments: dict[str, Any] | None = None,
                 timeout: float = 2.0) -> Any:
         self.hv.calls.append((self.domain_uuid, name))
+        self.hv.call_timeouts.append((self.domain_uuid, name, timeout))
         if not self.hv.up:
             raise AgentError(ErrorKind.CONNECTION_LOST, "client socket is closed")
         behaviour = self.hv.behaviour.get(self.domain_uuid, "ok")
@@ -51,6 +52,8 @@ class FakeHypervisor:
         self.states: dict[str, DomainState] = {}
         self.behaviour: dict[str, Behaviour] = {}
         self.calls: list[tuple[str, str]] = []
+        #: (uuid, command, timeout) for every agent call
+        self.call_timeouts: list[tuple[str, str, float]] = []
         #: (uuid, timeout) for every set_agent_timeout call
         self.prepared: list[tuple[str, float]] = []
         #: the agent timeout each domain wants (set_agent_timeout), and the

@@ -32,7 +32,8 @@ scale_sim = _load_sim()
 class SimHypervisorTest(unittest.TestCase):
     def setUp(self) -> None:
         self.hv = scale_sim.SimHypervisor(4, healthy_latency=0.001, max_client_requests=2,
-                                          default_agent_timeout=0.3)
+                                          default_agent_timeout=0.3,
+                                          call_seconds=lambda timeout: timeout)
         self.hv.start()
         self.uuids = [d.uuid for d in self.hv.domains]
         for uuid in self.uuids:
@@ -72,10 +73,36 @@ class SimHypervisorTest(unittest.TestCase):
         # the others stay healthy
         self.assertEqual({}, self.hv.agent(self.uuids[0]).command("guest-ping", None, 0.2))
 
+    def test_in_sync_the_call_timeout_then_the_domain_timeout_once_applied(self) -> None:
+        """As measured on libvirt 9.0: an agent it is in sync with costs the
+        call's own timeout; the next call waits for a guest-sync bounded by
+        the domain's timeout, which the real layer applies after a timed-out
+        call and takes back when the agent answers."""
+        uuid = self.uuids[2]
+        agent = self.hv.agent(uuid)
+        agent.command("guest-ping", None, 0.2)          # answered: in sync
+        self.assertIsNone(self.hv.agent_timeout_in_force(uuid))
+        self.hv.hang({uuid})
+        costs = []
+        for _ in range(2):
+            started = time.monotonic()
+            with self.assertRaises(AgentError):
+                agent.command("guest-ping", None, 0.1)
+            costs.append(time.monotonic() - started)
+        self.assertLess(costs[0], 0.19)                  # the call's 0.1 s
+        self.assertGreaterEqual(costs[1], 0.2)           # the domain's 0.2 s
+        self.assertEqual(0.2, self.hv.agent_timeout_in_force(uuid))
+        self.hv.hung.discard(uuid)
+        agent.command("guest-ping", None, 0.2)
+        self.assertIsNone(self.hv.agent_timeout_in_force(uuid))
+
+    def test_libvirt_takes_whole_seconds(self) -> None:
+        self.assertEqual([1.0, 1.0, 2.0], [scale_sim.libvirt_call_seconds(t)
+                                           for t in (0.2, 1.0, 1.5)])
+
     def test_hung_guest_without_a_timeout_set_costs_libvirts_default(self) -> None:
         self.hv.forget_domain(self.uuids[1])
         self.assertIsNone(self.hv.agent_timeout_in_force(self.uuids[1]))
-        self.assertEqual(0.2, self.hv.agent_timeout_in_force(self.uuids[0]))
         self.hv.hang({self.uuids[1]})
         started = time.monotonic()
         with self.assertRaises(AgentError):

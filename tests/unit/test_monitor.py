@@ -91,6 +91,9 @@ class Rig:
         for _ in range(n):
             self.mon.step(wait=False)
             self.mon.step(wait=False)   # apply the results the jobs posted
+            # and those of re-probes (a healthy guest's quick first call
+            # unanswered: probes/first_call.py)
+            self.mon.step(wait=False)
             self.clock.t += 10.0
         self.deliver()
 
@@ -641,7 +644,7 @@ def test_a_job_failing_for_another_reason_is_not_retried_forever(conf):
         calls.append(1)
         raise ValueError("a bug")
 
-    rig.mon._post(broken)
+    rig.mon.jobs.post(broken)
     with pytest.raises(ValueError):
         rig.mon.step(wait=False)
     rig.rounds(1)
@@ -659,12 +662,15 @@ def test_an_outcome_that_cannot_be_written_is_dropped_not_held(conf):
     rig.hv.add(B, "vm-b")
     rig.rounds(1)
     rig.hv.behaviour[A] = ErrorKind.AGENT_TIMEOUT
+    # A full-timeout round, so its FAILED is the verdict whose write fails
+    # (no quick first call: the agent did not answer fast last time)
+    rig.mon.registry.watched[A].first_answer_seconds = None
     rig.mon.step(wait=False)                # both rounds run, outcomes queued
     _fail_saves(rig, 1)
     with pytest.raises(DatabaseError):
         rig.mon.step(wait=False)            # A's verdict: not written, dropped
     rig.mon.step(wait=False)                # B's verdict: applied
-    assert rig.mon._held_job is None
+    assert rig.mon.jobs.held is None
     rig.clock.t += 10.0
     rig.rounds(3)
     assert rig.state(A) is State.REPORTED and rig.state(B) is State.HEALTHY

@@ -245,3 +245,34 @@ def test_a_frozen_ping_only_guest_costs_nothing_extra():
     spec = RoundSpec(uuid=A, name="vm-a", probes=probes("ping"), timeout=2.0)
     outcome = Prober(hv, Clock()).run(spec)
     assert outcome.result.verdict is Verdict.HEALTHY and hv.names() == ["guest-ping"]
+
+
+@pytest.mark.parametrize("quick, behaviour, recheck, timeouts, seconds", [
+    # healthy lane, hung since the last round: cut at 1 s, nothing judged
+    (True, ErrorKind.AGENT_TIMEOUT, True, [1.0], None),
+    # the same without the quick call: judged FAILED on the full timeout
+    (False, ErrorKind.AGENT_TIMEOUT, False, [2.0], None),
+    # answered: timed, for the next round's choice
+    (True, "ok", False, [1.0], 0.0),
+])
+def test_a_quick_first_call(quick, behaviour, recheck, timeouts, seconds) -> None:
+    hv: Any = FakeHypervisor()
+    hv.add(A, "vm-a")
+    hv.behaviour[A] = behaviour
+    states = []
+    read_state = hv.domain_state
+    hv.domain_state = lambda uuid: states.append(uuid) or read_state(uuid)
+    spec = RoundSpec(uuid=A, name="vm-a", probes=(PingProbe({}),), timeout=2.0, quick=quick)
+    outcome = Prober(hv, Clock()).run(spec)
+    assert outcome.recheck is recheck
+    assert [t for _, _, t in hv.call_timeouts] == timeouts
+    assert outcome.first_answer_seconds == seconds
+    if recheck:
+        # no verdict, and no libvirt call beyond the cut one (no state
+        # read, no counters): the re-probe does that
+        assert outcome.result.verdict is Verdict.UNKNOWN
+        assert hv.activity_calls == [] and states == []
+        assert hv.calls == [(A, "guest-ping")]
+    else:
+        assert outcome.result.verdict is (
+            Verdict.HEALTHY if behaviour == "ok" else Verdict.FAILED)

@@ -225,3 +225,33 @@ def test_a_backlog_is_said_once_when_it_lasts_and_once_when_it_clears():
     assert gauges == [(5, 0.5), (5, 1.5), (9, 3.0), (0, 0.0), (9, 3.0), (0, 0.0)]
     assert watch.snapshot() == {"overdue": 0, "oldest_seconds": 0.0, "lanes": {},
                                 "slots": 4, "suspect_slots": 3}
+
+
+@pytest.mark.parametrize("slots, suspects_running, held", [
+    (4, 0, True),
+    (4, 2, True),
+    (4, 3, False),      # the suspect share is full: the healthy reserve stays
+    (2, 1, False),
+    (1, 0, True),       # one slot: shared
+])
+def test_a_clean_up_holds_a_slot_of_the_suspect_share(slots, suspects_running, held):
+    s = Schedule(slots)
+    for i in range(suspects_running):
+        s.put("s%d" % i, 0.0, SUSPECT)
+    assert len(s.take(0.0)) == suspects_running
+    token = s.hold(0.0)
+    assert (token is not None) is held
+    if token is not None:
+        assert s.suspect_running(0.0) == suspects_running + 1
+        s.finished(token)
+        assert s.suspect_running(0.0) == suspects_running
+
+
+def test_a_held_slot_is_not_given_to_a_round():
+    s = Schedule(2)
+    token = s.hold(0.0)
+    s.put("h1", 0.0, HEALTHY)
+    s.put("h2", 0.0, HEALTHY)
+    assert started(s, 0.0) == [("h1", HEALTHY)]
+    s.finished(token)
+    assert started(s, 0.0) == [("h2", HEALTHY)]

@@ -249,3 +249,85 @@ def test_stop_is_prompt_while_libvirtd_hangs_a_listing_and_a_round(conf, monkeyp
         assert time.monotonic() - t < 3.0
     finally:
         never.set()
+
+
+class FlaggedPool(DeferredPool):
+    """Keeps clean-up jobs apart from rounds."""
+
+    def __init__(self):
+        super().__init__()
+        self.cleanups = []
+
+    def submit(self, job, cleanup=False):
+        (self.cleanups if cleanup else self.jobs).append(job)
+
+
+def test_closing_probes_waits_for_and_holds_a_slot_of_the_suspect_share(conf):
+    """2 slots, A's suspect round hangs in the suspect slot: B's probes are
+    closed (B stopped) only once a suspect slot is free, and while closing
+    they hold it, so no round is promised a slot that is taken."""
+    from masakarimonitors_iim.hypervisor.types import DomainState
+
+    conf.set_override("probe_workers", 2, group="introspectiveinstancemonitor")
+    pool = FlaggedPool()
+    rig = Rig(conf, pool=pool)
+    for uuid, name in ((A, "vm-a"), (B, "vm-b"), (C, "vm-c")):
+        rig.hv.add(uuid, name)
+    settle(rig, pool)
+    rig.hv.behaviour[A] = ErrorKind.AGENT_TIMEOUT
+    rig.clock.t += 10.0
+    settle(rig, pool)
+    assert rig.state(A) is State.FAILING
+    until_started(rig, pool, A)               # A's suspect round holds the suspect slot
+
+    rig.hv.states[B] = DomainState.SHUTOFF
+    rig.mon.handle_event(LifecycleEvent(EventKind.STOPPED, B, "vm-b"))
+    rig.mon.step(wait=False)
+    assert pool.cleanups == []                # waits: the suspect share is full
+    run(pool, A)
+    rig.mon.step(wait=False)
+    assert len(pool.cleanups) == 1            # started on the freed suspect slot
+    schedule = rig.mon.dispatch.schedule
+    assert schedule.suspect_running(rig.clock.t) == 1
+    rig.clock.t += 10.0
+    rig.mon.step(wait=False)
+    assert A not in started(rig, pool)        # due, but the clean-up holds its share
+    assert rig.mon.snapshot()["backlog"]["lanes"]["suspect"] == 1
+    pool.cleanups.pop()()
+    pool.run_all()
+    rig.mon.step(wait=False)
+    assert started(rig, pool) == {A}
+    assert len(schedule.running) == 1
+
+
+def until_started(rig, pool, uuid):
+    """Step a second at a time, running the other rounds at once, until
+    ``uuid``'s round is handed to the pool."""
+    for _ in range(30):
+        rig.clock.t += 1.0
+        rig.mon.step(wait=False)
+        for other in started(rig, pool) - {uuid}:
+            run(pool, other)
+        rig.mon.step(wait=False)
+        if uuid in started(rig, pool):
+            return
+    raise AssertionError("no round of %s started" % uuid)
+
+
+def test_at_stop_clean_ups_no_longer_wait_for_a_slot(conf):
+    conf.set_override("probe_workers", 1, group="introspectiveinstancemonitor")
+    pool = FlaggedPool()
+    rig = Rig(conf, pool=pool)
+    rig.hv.add(A, "vm-a")
+    rig.hv.add(B, "vm-b")
+    settle(rig, pool)
+    rig.clock.t += 10.0
+    rig.mon.step(wait=False)                  # one round holds the only slot
+    assert len(pool.jobs) == 1
+    rig.mon.registry.close_probes(rig.mon.registry.watched[B])
+    rig.mon.step(wait=False)
+    assert pool.cleanups == []
+    rig.mon.dispatch.stopping()
+    assert len(pool.cleanups) == 1
+    rig.mon.registry.close_probes(rig.mon.registry.watched[A])
+    assert len(pool.cleanups) == 2

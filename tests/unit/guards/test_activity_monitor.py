@@ -54,3 +54,26 @@ def test_corroborate_false_reports_at_the_threshold(conf, tmp_path):  # noqa: F8
     assert rig.state(A) is State.REPORTED
     assert len(rig.notifier.sent) == 1
     assert rig.hv.activity_calls == []
+
+
+def test_no_counters_read_for_failures_that_can_never_be_reported(conf):  # noqa: F811
+    """A guest whose agent never answered (no qemu-ga) fails every round
+    for ever, and one already reported counts but never reports again:
+    corroborating either would cost a libvirt call per interval for
+    nothing."""
+    rig = Rig(conf)
+    rig.hv.add(A, "vm-a")
+    rig.hv.behaviour[A] = ErrorKind.AGENT_NOT_CONNECTED
+    rig.rounds(20)                      # past the disconnect grace: FAILED rounds
+    rec = rig.journal.get(A)
+    assert rec.state is State.DISCOVERY and rec.failures > 3, rec
+    assert rig.hv.activity_calls == []
+
+    rig.hv.behaviour[A] = "ok"
+    rig.rounds(3)
+    rig.hv.behaviour[A] = ErrorKind.AGENT_TIMEOUT
+    rig.rounds(3)
+    assert rig.state(A) is State.REPORTED
+    assert rig.hv.activity_calls.count(A) == 3      # while a report could come
+    rig.rounds(5)
+    assert rig.hv.activity_calls.count(A) == 3      # none once reported

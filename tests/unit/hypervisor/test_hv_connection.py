@@ -320,7 +320,7 @@ def test_call_soon_refuses_when_the_loop_is_stopped():
 
 def test_libvirt_keepalive_is_off(events, monkeypatch):
     """libvirt 9.0's keepalive closed connections under waiting calls and
-    the process died when libvirtd continued (see hypervisor.ledger)."""
+    the process died when libvirtd continued (see hypervisor.stall)."""
     seen = []
 
     class Recording(FakeOpen):

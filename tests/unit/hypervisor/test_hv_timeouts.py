@@ -226,3 +226,44 @@ def test_a_new_process_during_a_restore_needs_no_second_call():
     finally:
         t.stop()
         t.join(2)
+
+
+class SlowLibvirtd(Libvirtd):
+    """Holds each set until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def agentSetResponseTimeout(self, value: int, flags: int) -> int:
+        self.release.wait(5)
+        return super().agentSetResponseTimeout(value, flags)
+
+
+def test_a_call_waits_for_the_shortened_timeout_on_its_way_and_no_longer():
+    """The re-probe right after a timed-out call: libvirt must hold the
+    short timeout first, or its guest-sync waits 5 s."""
+    daemon = SlowLibvirtd()
+    t = AgentTimeouts(FakeConnection(daemon))   # type: ignore[arg-type]
+    t.start()
+    try:
+        t.want(U, 2.0)
+        started = time.monotonic()
+        t.await_settled(U, 1.0)                  # nothing to set: at once
+        assert time.monotonic() - started < 0.1
+        t.suspect(U)
+        threading.Timer(0.3, daemon.release.set).start()
+        started = time.monotonic()
+        t.await_settled(U, 2.0)
+        waited = time.monotonic() - started
+        assert 0.25 <= waited < 1.5, waited
+        assert daemon.held[U] == 2 and t.in_force(U) == 2.0
+        daemon.release.clear()
+        t.answered(U)                            # a set that never lands in time
+        started = time.monotonic()
+        t.await_settled(U, 0.2)
+        assert 0.15 <= time.monotonic() - started < 1.0    # bounded
+    finally:
+        daemon.release.set()
+        t.stop()
+        t.join(2)

@@ -1,5 +1,6 @@
 """A guest in a reboot loop: its boot deadline runs from the first boot of
-the loop, as a table of the pure machine and with the whole monitor."""
+the loop, as tables of the pure rules (journal/boot.py) and with the whole
+monitor."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,6 +10,7 @@ import pytest
 from masakarimonitors_iim.db import Database
 from masakarimonitors_iim.hypervisor.types import (
     AgentError, ErrorKind, EventKind, LifecycleEvent)
+from masakarimonitors_iim.journal import boot
 from masakarimonitors_iim.journal import machine
 from masakarimonitors_iim.journal.machine import State, Thresholds
 from masakarimonitors_iim.journal.store import JournalStore
@@ -45,16 +47,29 @@ RESTARTS = [
 
 @pytest.mark.parametrize("before,since,boots,failures", RESTARTS)
 def test_restart_table(before, since, boots, failures):
-    new = machine.on_restarted(before, 500.0)
+    new = boot.on_restarted(before, 500.0)
     assert new.state is D
     assert (new.since, new.boots, new.failures) == (since, boots, failures)
     assert new.successes == 0 and new.held == "" and new.episode == 4
     assert new.updated_at == 500.0
 
 
+@pytest.mark.parametrize("event", [boot.on_restarted, boot.on_stopped])
+@pytest.mark.parametrize("state", list(State))
+def test_lifecycle_back_to_discovery_keeps_episode(event, state):
+    # boots=0: a DISCOVERY that began with a stop (a restart of one that
+    # began with a boot continues it: see test_restart_table)
+    start = dataclasses.replace(rec(state, 0, failures=3), episode=2)
+    new = event(start, 77.0)
+    assert new.state is D
+    assert (new.failures, new.successes, new.first_failure_at) == (0, 0, None)
+    assert new.episode == 2 and new.since == 77.0 and new.updated_at == 77.0
+    assert new.seen_healthy   # a lifetime fact, kept for status
+
+
 @pytest.mark.parametrize("state", list(State))
 def test_a_stop_ends_any_loop(state):
-    new = machine.on_stopped(rec(state, 3), 500.0)
+    new = boot.on_stopped(rec(state, 3), 500.0)
     assert (new.state, new.since, new.boots, new.failures) == (D, 500.0, 0, 0)
 
 
@@ -69,7 +84,7 @@ WATCHED = [
 
 @pytest.mark.parametrize("before,boot_id,since,boots", WATCHED)
 def test_watched_again_table(before, boot_id, since, boots):
-    new = machine.on_watched_again(before, boot_id, None, 500.0)
+    new = boot.on_watched_again(before, boot_id, None, 500.0)
     assert (new.state, new.since, new.boots) == (D, since, boots)
 
 
@@ -80,7 +95,7 @@ def loop(rec_: machine.Record, t: Thresholds, until: float, reboot_every: float,
     now = 0.0
     while now <= until:
         if now % reboot_every == 0:
-            rec_ = machine.on_restarted(rec_, now)
+            rec_ = boot.on_restarted(rec_, now)
         rec_, report = machine.on_result(rec_, result, t, now + 1)
         if report is not None:
             reported.append(now + 1)
@@ -104,7 +119,7 @@ def test_a_guest_answering_between_its_resets_is_never_reported():
     r = machine.on_result(machine.new_record("u", "vm", -10.0), OK, t, -5.0)[0]
     for now in range(0, 600, 10):
         if now % 30 == 0:
-            r = machine.on_restarted(r, now)
+            r = boot.on_restarted(r, now)
         r, report = machine.on_result(r, OK if now % 30 == 20 else SILENT, t, now + 1)
         assert report is None
         assert r.boots == 1          # each boot a first one
@@ -117,8 +132,8 @@ def test_masakari_recovery_after_a_loop_report_starts_afresh():
     healthy = machine.on_result(machine.new_record("u", "vm", -10.0), OK, t, -5.0)[0]
     r, reported = loop(healthy, t, until=70.0, reboot_every=30.0)
     assert r.state is R and reported == [61.0]
-    r = machine.on_stopped(r, 100.0)
-    r = machine.on_restarted(r, 120.0)
+    r = boot.on_stopped(r, 100.0)
+    r = boot.on_restarted(r, 120.0)
     assert (r.state, r.since, r.boots, r.failures) == (D, 120.0, 1, 0)
     for now in range(121, 180, 10):                  # within 60 s of the start
         r, report = machine.on_result(r, SILENT, t, float(now))

@@ -1,10 +1,12 @@
-"""Boot deadline and "watched again" as tables of the pure machine."""
+"""Boot deadline and "watched again" as tables of the pure rules
+(journal/boot.py), the deadline also through the machine that asks them."""
 from __future__ import annotations
 
 import dataclasses
 
 import pytest
 
+from masakarimonitors_iim.journal import boot
 from masakarimonitors_iim.journal import machine
 from masakarimonitors_iim.journal.machine import State, Thresholds
 from masakarimonitors_iim.verdict import ProbeResult
@@ -60,6 +62,29 @@ def test_boot_reasons_say_it_was_the_boot():
         "it answered in an earlier boot")
 
 
+# deadline, seen healthy, always, seconds since the boot -> overdue
+OVERDUE = [
+    (240, True, False, 239.9, False),
+    (240, True, False, 240, True),
+    (240, False, False, 9999, False),    # never answered: not without always
+    (240, False, True, 240, True),
+    (None, True, True, 9999, False),     # no deadline, whatever else
+]
+
+
+@pytest.mark.parametrize("deadline,seen,always,age,want", OVERDUE)
+def test_overdue_table(deadline, seen, always, age, want):
+    t = Thresholds(3, 1, boot_deadline=deadline, boot_report_always=always)
+    assert boot.overdue(booted(seen, since=100.0), t, 100.0 + age) is want
+
+
+def test_a_boot_never_seen_answering_says_so():
+    t = Thresholds(3, 1, boot_deadline=240, boot_report_always=True)
+    assert boot.reason(booted(False), SILENT, t) == (
+        "guest agent did not answer within 240 s of boot; "
+        "it never answered (boot_report: always)")
+
+
 def test_a_reported_boot_is_reported_once():
     t = Thresholds(3, 1, boot_deadline=10)
     rec, report = machine.on_result(booted(True), SILENT, t, 200.0)
@@ -92,9 +117,9 @@ WATCHED = [
 ]
 
 
-@pytest.mark.parametrize("rec,boot,stale,now,state,failures,boot_id", WATCHED)
-def test_watched_again_table(rec, boot, stale, now, state, failures, boot_id):
-    new = machine.on_watched_again(rec, boot, stale, now)
+@pytest.mark.parametrize("rec,boot_id_now,stale,now,state,failures,boot_id", WATCHED)
+def test_watched_again_table(rec, boot_id_now, stale, now, state, failures, boot_id):
+    new = boot.on_watched_again(rec, boot_id_now, stale, now)
     assert (new.state, new.failures, new.boot_id) == (state, failures, boot_id)
     assert new.episode == rec.episode
     if new.state in (D, H):

@@ -5,6 +5,7 @@ import dataclasses
 
 import pytest
 
+from masakarimonitors_iim.journal import boot
 from masakarimonitors_iim.journal import machine
 from masakarimonitors_iim.journal.machine import State
 from masakarimonitors_iim.journal.machine import Thresholds
@@ -171,25 +172,11 @@ def test_reset_without_reason_has_one():
     assert report is not None and report.reason
 
 
-@pytest.mark.parametrize("event", [machine.on_restarted, machine.on_stopped])
-@pytest.mark.parametrize("state", list(State))
-def test_lifecycle_back_to_discovery_keeps_episode(event, state):
-    # boots=0: a DISCOVERY that began with a stop (a restart of one that
-    # began with a boot continues it: see test_boot_loop.py)
-    start = dataclasses.replace(rec(state, 3, 0, episode=2),
-                                seen_healthy=True, boots=0)
-    new = event(start, 77.0)
-    assert new.state is D
-    assert (new.failures, new.successes, new.first_failure_at) == (0, 0, None)
-    assert new.episode == 2 and new.since == 77.0 and new.updated_at == 77.0
-    assert new.seen_healthy   # a lifetime fact, kept for status
-
-
 def test_restart_after_report_needs_proof_of_health_again():
     th = Thresholds(1, 2)
     r, reports = run(healthy_record(th), [BAD], th)
     assert len(reports) == 1
-    r = machine.on_restarted(r, 5.0)
+    r = boot.on_restarted(r, 5.0)
     r, more = run(r, [BAD, BAD, OK, BAD], th, t0=6.0)
     assert more == [] and r.state is D
     r, more = run(r, [OK, OK, BAD], th, t0=20.0)
@@ -203,3 +190,21 @@ def test_since_moves_only_on_state_change():
     assert r.since == 1.0
     r, _ = machine.on_result(r, OK, th, 2.0)
     assert r.since == 1.0 and r.updated_at == 2.0
+
+
+@pytest.mark.parametrize("state, seen_healthy, deadline, always, could", [
+    (State.HEALTHY, True, 240.0, False, True),
+    (State.FAILING, True, 240.0, False, True),
+    (State.REPORTED, True, 240.0, False, False),     # counts, never reports again
+    (State.DISCOVERY, True, 240.0, False, True),     # a boot into a hang is reported
+    (State.DISCOVERY, False, 240.0, False, False),   # never answered: no qemu-ga?
+    (State.DISCOVERY, False, 240.0, True, True),     # boot_report: always
+    (State.DISCOVERY, True, None, False, False),     # no boot deadline
+])
+def test_can_report(state, seen_healthy, deadline, always, could):
+    rec = dataclasses.replace(machine.new_record("u", "vm", 0.0), state=state,
+                              seen_healthy=seen_healthy)
+    thresholds = Thresholds(failure=3, success=1, boot_deadline=deadline,
+                            boot_report_always=always)
+    assert machine.can_report(rec, thresholds) is could
+    assert machine.can_report(None, thresholds) is True
