@@ -86,18 +86,14 @@ def on_result(rec: Record, result: ProbeResult, thresholds: Thresholds,
 
 def can_report(rec: Record | None, thresholds: Thresholds) -> bool:
     """Whether FAILED rounds from here could still lead to a report: not
-    once one went out (REPORTED counts, never reports), nor in a boot that
-    can never be (never seen healthy without ``boot_report: always``, or
-    no deadline). Only then is corroborating a failure worth a libvirt
-    call: a guest without qemu-ga fails every round for ever."""
-    if rec is None:
-        return True
-    if rec.state is State.REPORTED:
-        return False
-    if rec.state is State.DISCOVERY:
-        return thresholds.boot_deadline is not None and (
-            rec.seen_healthy or thresholds.boot_report_always)
-    return True
+    once one went out (REPORTED counts, never reports, whatever the
+    policy). Only then is corroborating a failure worth a libvirt call.
+
+    A boot never seen healthy is not exempt although its default policy
+    never reports it: a reload may set ``boot_report: always``, and its
+    report must then find the I/O history the activity guard judges on.
+    """
+    return rec is None or rec.state is not State.REPORTED
 
 
 def on_held(before: Record, due: Record, reason: str) -> Record:

@@ -90,8 +90,10 @@ class Dispatcher:
         slot they were promised taken. Once stopping, at once."""
         if self._stopping:
             self._pool.submit(job, cleanup=True)
-        else:
-            self._cleanups.append(job)
+            return
+        self._cleanups.append(job)
+        if self._stopping:      # stopping() ran meanwhile: do not strand it
+            self.stopping()
 
     def stopping(self) -> None:
         """The scheduler thread has ended: clean-ups no longer wait for a
@@ -105,11 +107,15 @@ class Dispatcher:
             self._pool.submit(job, cleanup=True)
 
     def _start_cleanups(self, now: float) -> None:
-        while self._cleanups:
+        while True:
+            try:    # popped first: stopping() may drain the queue meanwhile
+                job = self._cleanups.popleft()
+            except IndexError:
+                return
             token = self.schedule.hold(now)
             if token is None:
+                self._cleanups.appendleft(job)
                 return
-            job = self._cleanups.popleft()
 
             def slotted(job: Callable[[], None] = job, token: int = token) -> None:
                 try:

@@ -29,6 +29,12 @@ libvirt is in sync with ends after 1.00 s; the next call then waits for
 a guest-sync bounded by the domain's agent response timeout, which the
 hypervisor layer shortens as soon as a call times out (timeouts.py), so
 the re-probe costs the policy timeout, not libvirt's 5 s.
+
+The cost: the domain-wide agent timeout is shortened after a 1 s silence
+now, where it took a silence of the whole policy timeout before, until
+the re-probe's answer restores libvirt's default. An agent busy for more
+than a second (say, with Nova's own fsfreeze) thus briefly gives Nova's
+agent calls the policy timeout instead of libvirt's "as long as needed".
 """
 from __future__ import annotations
 

@@ -56,20 +56,12 @@ def test_corroborate_false_reports_at_the_threshold(conf, tmp_path):  # noqa: F8
     assert rig.hv.activity_calls == []
 
 
-def test_no_counters_read_for_failures_that_can_never_be_reported(conf):  # noqa: F811
-    """A guest whose agent never answered (no qemu-ga) fails every round
-    for ever, and one already reported counts but never reports again:
-    corroborating either would cost a libvirt call per interval for
+def test_no_counters_read_once_the_episode_is_reported(conf):  # noqa: F811
+    """A guest already reported counts FAILED rounds but never reports
+    again: corroborating them would cost a libvirt call per interval for
     nothing."""
     rig = Rig(conf)
     rig.hv.add(A, "vm-a")
-    rig.hv.behaviour[A] = ErrorKind.AGENT_NOT_CONNECTED
-    rig.rounds(20)                      # past the disconnect grace: FAILED rounds
-    rec = rig.journal.get(A)
-    assert rec.state is State.DISCOVERY and rec.failures > 3, rec
-    assert rig.hv.activity_calls == []
-
-    rig.hv.behaviour[A] = "ok"
     rig.rounds(3)
     rig.hv.behaviour[A] = ErrorKind.AGENT_TIMEOUT
     rig.rounds(3)
@@ -77,3 +69,31 @@ def test_no_counters_read_for_failures_that_can_never_be_reported(conf):  # noqa
     assert rig.hv.activity_calls.count(A) == 3      # while a report could come
     rig.rounds(5)
     assert rig.hv.activity_calls.count(A) == 3      # none once reported
+
+
+def test_a_boot_never_seen_answering_keeps_its_io_history(conf, tmp_path):  # noqa: F811
+    """No qemu-ga yet, not reportable under boot_report: seen-before; a
+    reload to boot_report: always makes it reportable at once, and the
+    activity guard must then have the I/O history to hold a guest that is
+    clearly working (a review found it reported with none)."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\nrules:\n  - name: all\n    probes: [ping]\n"
+                      "    boot_deadline: 60\n")
+    conf.set_override("policy_file", str(policy), group="introspectiveinstancemonitor")
+    rig = Rig(conf)
+    rig.hv.add(A, "vm-a")
+    rig.hv.behaviour[A] = ErrorKind.AGENT_TIMEOUT
+    written = 0
+    for _ in range(12):
+        written += MIB
+        one_round(rig, written)
+    assert rig.state(A) is State.DISCOVERY
+    policy.write_text("version: 1\nrules:\n  - name: all\n    probes: [ping]\n"
+                      "    boot_deadline: 60\n    boot_report: always\n")
+    rig.mon.reload()
+    rig.wall.offset += 120.0            # past the 60 s boot deadline
+    written += MIB
+    one_round(rig, written)
+    assert rig.notifier.sent == []
+    rec = rig.journal.get(A)
+    assert rec.held.startswith("agent failed, guest active"), rec

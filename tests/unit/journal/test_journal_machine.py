@@ -196,10 +196,12 @@ def test_since_moves_only_on_state_change():
     (State.HEALTHY, True, 240.0, False, True),
     (State.FAILING, True, 240.0, False, True),
     (State.REPORTED, True, 240.0, False, False),     # counts, never reports again
+    (State.REPORTED, True, 240.0, True, False),
     (State.DISCOVERY, True, 240.0, False, True),     # a boot into a hang is reported
-    (State.DISCOVERY, False, 240.0, False, False),   # never answered: no qemu-ga?
-    (State.DISCOVERY, False, 240.0, True, True),     # boot_report: always
-    (State.DISCOVERY, True, None, False, False),     # no boot deadline
+    # never answered: not reported under this policy, but a reload may
+    # set boot_report: always, and the guard then needs the history
+    (State.DISCOVERY, False, 240.0, False, True),
+    (State.DISCOVERY, False, None, False, True),
 ])
 def test_can_report(state, seen_healthy, deadline, always, could):
     rec = dataclasses.replace(machine.new_record("u", "vm", 0.0), state=state,
