@@ -37,14 +37,6 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger(__name__)
 
-#: Longest an agent command waits for the domain's shortened agent
-#: timeout to reach libvirt (AgentTimeouts.await_settled). The set is one
-#: RPC, but one thread makes them one after another: on the loaded CI
-#: testbed, with three guests hung at once, the third landed 0.5 s after
-#: its re-probe began to wait. Waiting up to 2 s still beats the 5 s
-#: guest-sync it saves (with the default 2 s timeout).
-SETTLE_WAIT = 2.0
-
 #: Errors the agent itself replied with: it is alive.
 _ANSWERED = (ErrorKind.COMMAND_DISABLED, ErrorKind.COMMAND_NOT_FOUND,
              ErrorKind.COMMAND_FAILED, ErrorKind.REPLY_TOO_LARGE)
@@ -241,7 +233,7 @@ class Hypervisor:
         # A shortened agent timeout on its way to libvirt lands first, or
         # the call waits libvirt's 5 s guest-sync. Not taken from the
         # call's own timeout; a healthy domain never waits here.
-        self._timeouts.await_settled(uuid, SETTLE_WAIT)
+        self._timeouts.await_settled(uuid)
         deadline = time.monotonic() + timeout
         request: dict[str, Any] = {"execute": command}
         if arguments:

@@ -84,7 +84,7 @@ def on_result(rec: Record, result: ProbeResult, thresholds: Thresholds,
     return new, report
 
 
-def can_report(rec: Record | None, thresholds: Thresholds) -> bool:
+def can_report(rec: Record | None) -> bool:
     """Whether FAILED rounds from here could still lead to a report: not
     once one went out (REPORTED counts, never reports, whatever the
     policy). Only then is corroborating a failure worth a libvirt call.

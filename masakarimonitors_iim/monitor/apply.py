@@ -68,9 +68,8 @@ class Applier:
             log("domain %s (%s): %s%s", w.info.name, uuid, result.verdict.value,
                 " (%s)" % result.reason if result.reason else "")
         self._activity.sample(uuid, outcome.activity)
-        thresholds = w.thresholds()
-        self._results.verdict(uuid, w.info.name, result, thresholds)
-        w.could_report = machine.can_report(self._results.record(uuid), thresholds)
+        self._results.verdict(uuid, w.info.name, result, w.thresholds())
+        w.could_report = machine.can_report(self._results.record(uuid))
 
     def connection_lost(self, detail: str) -> None:
         """Every watched domain is UNKNOWN from now on. A round still

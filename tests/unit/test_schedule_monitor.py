@@ -5,28 +5,25 @@ import threading
 import time
 
 import pytest
-from oslo_config import cfg
 
-from masakarimonitors_iim import conf as iim_conf
 from masakarimonitors_iim.hypervisor.types import ErrorKind, EventKind, LifecycleEvent
 from masakarimonitors_iim.journal.machine import State
 from masakarimonitors_iim.monitor import wiring
-from tests.unit.test_monitor import A, B, DeferredPool, Rig
+from tests.unit.test_monitor import A, B, DeferredPool, Rig, conf  # noqa: F401  (conf: fixture)
 
 C = "44444444-4444-4444-4444-444444444444"
 
 
-@pytest.fixture
-def conf(tmp_path):
-    c = cfg.ConfigOpts()
-    iim_conf.register_opts(c)
-    c([], project="masakarimonitors", default_config_files=[])
-    c.set_override("hostname", "compute-1")
-    c.set_override("journal_path", str(tmp_path / "journal.sqlite"),
-                   group="introspectiveinstancemonitor")
-    c.set_override("guest_monitoring_failure_threshold", 3,
-                   group="introspectiveinstancemonitor")
-    return c
+def finish_listing(rig):
+    """Step until the listing in flight is applied, then stop the lister."""
+    try:
+        deadline = time.monotonic() + 5
+        while rig.mon.inventory.listing and time.monotonic() < deadline:
+            rig.mon.step(wait=False)
+            time.sleep(0.01)
+        assert not rig.mon.inventory.listing
+    finally:
+        rig.mon.inventory.lister.stop(2)
 
 
 def started(rig, pool):
@@ -56,7 +53,7 @@ def settle(rig, pool):
         rig.mon.step(wait=False)
 
 
-def test_hung_suspects_hold_their_share_and_healthy_rounds_go_on(conf, caplog):
+def test_hung_suspects_hold_their_share_and_healthy_rounds_go_on(conf, caplog):  # noqa: F811
     """2 slots: the suspect lane holds 1. A and B time out (suspects);
     C stays healthy. While A's round hangs, B waits (a backlog, said once)
     and C's rounds start on time on the other slot."""
@@ -106,7 +103,7 @@ def test_hung_suspects_hold_their_share_and_healthy_rounds_go_on(conf, caplog):
     assert metrics.get_sample_value("masakari_iim_probe_backlog") == 0.0
 
 
-def test_a_slow_listing_never_delays_a_due_round(conf):
+def test_a_slow_listing_never_delays_a_due_round(conf):  # noqa: F811
     """The listing runs on its own thread: while libvirt takes its time
     over it, rounds already due still start."""
     rig = Rig(conf)
@@ -128,17 +125,10 @@ def test_a_slow_listing_never_delays_a_due_round(conf):
         assert {u for u, _ in rig.hv.calls} == {A}
     finally:
         release.set()
-    try:
-        deadline = time.monotonic() + 5
-        while rig.mon.inventory.listing and time.monotonic() < deadline:
-            rig.mon.step(wait=False)
-            time.sleep(0.01)
-        assert not rig.mon.inventory.listing
-    finally:
-        rig.mon.inventory.lister.stop(2)
+    finish_listing(rig)
 
 
-def test_a_domain_that_stopped_while_the_list_was_read_is_not_watched_again(conf):
+def test_a_domain_that_stopped_while_the_list_was_read_is_not_watched_again(conf):  # noqa: F811
     rig = Rig(conf)
     rig.hv.add(A, "vm-a")
     rig.rounds(1)
@@ -162,19 +152,12 @@ def test_a_domain_that_stopped_while_the_list_was_read_is_not_watched_again(conf
         assert A not in rig.mon.registry.watched
     finally:
         release.set()
-    try:
-        deadline = time.monotonic() + 5
-        while rig.mon.inventory.listing and time.monotonic() < deadline:
-            rig.mon.step(wait=False)
-            time.sleep(0.01)
-        assert not rig.mon.inventory.listing
-    finally:
-        rig.mon.inventory.lister.stop(2)
+    finish_listing(rig)
     assert A not in rig.mon.registry.watched
     assert A not in rig.mon.dispatch.schedule
 
 
-def test_probe_workers_is_one_number_end_to_end(conf):
+def test_probe_workers_is_one_number_end_to_end(conf):  # noqa: F811
     """Worker threads, the hypervisor's agent call slots and the
     scheduler's slots all come from probe_workers."""
     conf.set_override("probe_workers", 7, group="introspectiveinstancemonitor")
@@ -188,7 +171,7 @@ def test_probe_workers_is_one_number_end_to_end(conf):
         mon.stop()
 
 
-def test_domains_watched_together_get_phases_of_their_own(conf):
+def test_domains_watched_together_get_phases_of_their_own(conf):  # noqa: F811
     """A fresh journal: every domain's first round is at once (none is
     known healthy); the second at a random point of the interval's second half,
     then one interval after the last, so they do not stay one burst."""
@@ -204,7 +187,7 @@ def test_domains_watched_together_get_phases_of_their_own(conf):
     assert rig.mon.registry.watched[A].next_due == rig.clock.t + 10.0
 
 
-def test_stop_is_prompt_while_libvirtd_hangs_a_listing_and_a_round(conf, monkeypatch):
+def test_stop_is_prompt_while_libvirtd_hangs_a_listing_and_a_round(conf, monkeypatch):  # noqa: F811
     """SIGTERM allows 5 s; stop() keeps to 3 s although the inventory
     thread and a worker are stuck in calls that never return."""
     from masakarimonitors_iim.db import Database
@@ -262,7 +245,7 @@ class FlaggedPool(DeferredPool):
         (self.cleanups if cleanup else self.jobs).append(job)
 
 
-def test_closing_probes_waits_for_and_holds_a_slot_of_the_suspect_share(conf):
+def test_closing_probes_waits_for_and_holds_a_slot_of_the_suspect_share(conf):  # noqa: F811
     """2 slots, A's suspect round hangs in the suspect slot: B's probes are
     closed (B stopped) only once a suspect slot is free, and while closing
     they hold it, so no round is promised a slot that is taken."""
@@ -314,7 +297,7 @@ def until_started(rig, pool, uuid):
     raise AssertionError("no round of %s started" % uuid)
 
 
-def test_at_stop_clean_ups_no_longer_wait_for_a_slot(conf):
+def test_at_stop_clean_ups_no_longer_wait_for_a_slot(conf):  # noqa: F811
     conf.set_override("probe_workers", 1, group="introspectiveinstancemonitor")
     pool = FlaggedPool()
     rig = Rig(conf, pool=pool)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from typing import Iterator
 
 import libvirt
 import pytest
@@ -52,6 +53,18 @@ class FakeConnection:
         return Failure(ErrorKind.CONNECTION_LOST, 1, 7, str(exc))
 
 
+@contextlib.contextmanager
+def running(connection: object) -> Iterator[AgentTimeouts]:
+    """AgentTimeouts on ``connection`` with its thread started, stopped after."""
+    t = AgentTimeouts(connection)   # type: ignore[arg-type]
+    t.start()
+    try:
+        yield t
+    finally:
+        t.stop()
+        t.join(2)
+
+
 def settle(t: AgentTimeouts, daemon: Libvirtd, calls: int) -> None:
     deadline = time.monotonic() + 5
     while len(daemon.calls) < calls and time.monotonic() < deadline:
@@ -61,9 +74,7 @@ def settle(t: AgentTimeouts, daemon: Libvirtd, calls: int) -> None:
 
 def test_a_short_timeout_whose_reply_was_lost_is_restored_after_the_answer():
     daemon = Libvirtd()
-    t = AgentTimeouts(FakeConnection(daemon))   # type: ignore[arg-type]
-    t.start()
-    try:
+    with running(FakeConnection(daemon)) as t:
         t.want(U, 2.0)
         daemon.drop_reply = True
         t.suspect(U)                      # set 2 s: applied, the reply lost
@@ -74,16 +85,11 @@ def test_a_short_timeout_whose_reply_was_lost_is_restored_after_the_answer():
         settle(t, daemon, 2)
         assert daemon.held[U] == DEFAULT, daemon.calls
         assert t.in_force(U) is None
-    finally:
-        t.stop()
-        t.join(2)
 
 
 def test_a_domain_forgotten_after_a_lost_reply_gets_the_default_back():
     daemon = Libvirtd()
-    t = AgentTimeouts(FakeConnection(daemon))   # type: ignore[arg-type]
-    t.start()
-    try:
+    with running(FakeConnection(daemon)) as t:
         t.want(U, 2.0)
         daemon.drop_reply = True
         t.suspect(U)                      # set 2 s: applied, the reply lost
@@ -93,16 +99,11 @@ def test_a_domain_forgotten_after_a_lost_reply_gets_the_default_back():
         t.reapply_all()                   # the reconnect
         settle(t, daemon, 2)
         assert daemon.held[U] == DEFAULT, daemon.calls
-    finally:
-        t.stop()
-        t.join(2)
 
 
 def test_a_lost_reply_while_restoring_is_retried_on_reconnect():
     daemon = Libvirtd()
-    t = AgentTimeouts(FakeConnection(daemon))   # type: ignore[arg-type]
-    t.start()
-    try:
+    with running(FakeConnection(daemon)) as t:
         t.want(U, 2.0)
         t.suspect(U)
         settle(t, daemon, 1)
@@ -115,9 +116,6 @@ def test_a_lost_reply_while_restoring_is_retried_on_reconnect():
         settle(t, daemon, 3)
         assert daemon.held[U] == DEFAULT, daemon.calls
         assert t.in_force(U) is None
-    finally:
-        t.stop()
-        t.join(2)
 
 
 
@@ -131,35 +129,25 @@ def test_a_suspect_domain_that_is_gone_costs_one_call_not_a_spin():
     process starts with libvirt's default, so there is nothing to set."""
     daemon = Libvirtd()
     daemon.drop_reply = True          # every set fails: the domain is gone
-    t = AgentTimeouts(GoneConnection(daemon))   # type: ignore[arg-type]
-    t.start()
-    try:
+    with running(GoneConnection(daemon)) as t:
         t.want(U, 2.0)
         t.suspect(U)
         settle(t, daemon, 1)
         time.sleep(0.2)
         assert len(daemon.calls) == 1, len(daemon.calls)
         assert t.in_force(U) is None
-    finally:
-        t.stop()
-        t.join(2)
 
 
 def test_a_timeout_after_forget_leaves_no_trace_on_a_later_watch():
     """A probe's clean-up call may time out after the domain was
     forgotten: watched again later, it starts with libvirt's default."""
     daemon = Libvirtd()
-    t = AgentTimeouts(FakeConnection(daemon))   # type: ignore[arg-type]
-    t.start()
-    try:
+    with running(FakeConnection(daemon)) as t:
         t.forget(U)
         t.suspect(U)                      # the clean-up call timed out
         t.want(U, 2.0)                    # watched again
         time.sleep(0.3)
         assert daemon.calls == []
-    finally:
-        t.stop()
-        t.join(2)
 
 
 class RestartsDuringTheCall(Libvirtd):
@@ -188,10 +176,8 @@ def test_a_restart_during_the_call_sets_the_value_again(during):
     must not hide the restart (it did, about one run in 25, in
     test_hv_calls::test_agent_timeout_after_the_domain_starts_or_reboots)."""
     daemon = RestartsDuringTheCall(at=1)
-    t = AgentTimeouts(FakeConnection(daemon))   # type: ignore[arg-type]
-    daemon.during = lambda: during(t)
-    t.start()
-    try:
+    with running(FakeConnection(daemon)) as t:
+        daemon.during = lambda: during(t)
         t.want(U, 2.0)
         t.suspect(U)
         settle(t, daemon, 2)
@@ -203,19 +189,14 @@ def test_a_restart_during_the_call_sets_the_value_again(during):
         else:
             assert daemon.calls == [(U, 2), (U, 2)]
             assert t.in_force(U) == 2.0
-    finally:
-        t.stop()
-        t.join(2)
 
 
 def test_a_new_process_during_a_restore_needs_no_second_call():
     """Restoring the default while the domain restarts: the new process
     starts with the default anyway."""
     daemon = RestartsDuringTheCall(at=2)
-    t = AgentTimeouts(FakeConnection(daemon))   # type: ignore[arg-type]
-    daemon.during = lambda: t.observe(LifecycleEvent(EventKind.STARTED, U))
-    t.start()
-    try:
+    with running(FakeConnection(daemon)) as t:
+        daemon.during = lambda: t.observe(LifecycleEvent(EventKind.STARTED, U))
         t.want(U, 2.0)
         t.suspect(U)
         settle(t, daemon, 1)
@@ -223,9 +204,6 @@ def test_a_new_process_during_a_restore_needs_no_second_call():
         settle(t, daemon, 3)
         assert daemon.calls == [(U, 2), (U, DEFAULT)]
         assert t.in_force(U) is None
-    finally:
-        t.stop()
-        t.join(2)
 
 
 class SlowLibvirtd(Libvirtd):
@@ -244,26 +222,23 @@ def test_a_call_waits_for_the_shortened_timeout_on_its_way_and_no_longer():
     """The re-probe right after a timed-out call: libvirt must hold the
     short timeout first, or its guest-sync waits 5 s."""
     daemon = SlowLibvirtd()
-    t = AgentTimeouts(FakeConnection(daemon))   # type: ignore[arg-type]
-    t.start()
-    try:
-        t.want(U, 2.0)
-        started = time.monotonic()
-        t.await_settled(U, 1.0)                  # nothing to set: at once
-        assert time.monotonic() - started < 0.1
-        t.suspect(U)
-        threading.Timer(0.3, daemon.release.set).start()
-        started = time.monotonic()
-        t.await_settled(U, 2.0)
-        waited = time.monotonic() - started
-        assert 0.25 <= waited < 1.5, waited
-        assert daemon.held[U] == 2 and t.in_force(U) == 2.0
-        daemon.release.clear()
-        t.answered(U)                            # a set that never lands in time
-        started = time.monotonic()
-        t.await_settled(U, 0.2)
-        assert 0.15 <= time.monotonic() - started < 1.0    # bounded
-    finally:
-        daemon.release.set()
-        t.stop()
-        t.join(2)
+    with running(FakeConnection(daemon)) as t:
+        try:
+            t.want(U, 2.0)
+            started = time.monotonic()
+            t.await_settled(U, 1.0)                  # nothing to set: at once
+            assert time.monotonic() - started < 0.1
+            t.suspect(U)
+            threading.Timer(0.3, daemon.release.set).start()
+            started = time.monotonic()
+            t.await_settled(U, 2.0)
+            waited = time.monotonic() - started
+            assert 0.25 <= waited < 1.5, waited
+            assert daemon.held[U] == 2 and t.in_force(U) == 2.0
+            daemon.release.clear()
+            t.answered(U)                            # a set that never lands in time
+            started = time.monotonic()
+            t.await_settled(U, 0.2)
+            assert 0.15 <= time.monotonic() - started < 1.0    # bounded
+        finally:
+            daemon.release.set()
